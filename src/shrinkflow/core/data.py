@@ -1,0 +1,110 @@
+"""In-memory data sets as tensors, their checks and the train/val/test split.
+
+Small image data sets (digits, MNIST) fit in memory; slicing preloaded tensors is many times faster
+than a per-sample ``Dataset.__getitem__`` loop, so everything here is a pair of tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+__all__ = ["DataError", "RawData", "Split", "check_split", "split_data"]
+
+
+class DataError(ValueError):
+    """Input data is missing, corrupt or inconsistent."""
+
+
+@dataclass
+class Split:
+    """Images ``x`` (N, C, H, W) float32 in [0, 1] and labels ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def subset(self, n: int) -> Split:
+        """The first ``n`` samples (calibration, quick checks)."""
+        return Split(self.x[:n], self.y[:n], self.num_classes)
+
+
+@dataclass
+class RawData:
+    """What a data-set plugin returns: a pool of samples, and a fixed test set if it has one."""
+
+    name: str
+    data: Split
+    test: Split | None = None
+
+
+def check_split(split: Split, name: str) -> Split:
+    """Raise DataError naming the problem if ``split`` is not a usable image classification set."""
+    x, y = split.x, split.y
+    if x.ndim != 4:
+        raise DataError(f"{name}: images have shape {tuple(x.shape)}; expected (N, C, H, W)")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise DataError(
+            f"{name}: labels have shape {tuple(y.shape)} for {x.shape[0]} images; expected ({x.shape[0]},)"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{name}: no samples; expected at least one")
+    if not torch.is_floating_point(x):
+        raise DataError(f"{name}: images have dtype {x.dtype}; expected a floating dtype")
+    n_nan = int(torch.isnan(x).sum())
+    if n_nan or not torch.isfinite(x).all():
+        raise DataError(f"{name}: images contain {n_nan} NaN and non-finite values; expected none")
+    if y.dtype != torch.int64:
+        raise DataError(f"{name}: labels have dtype {y.dtype}; expected torch.int64")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= split.num_classes:
+        raise DataError(
+            f"{name}: labels range over [{lo}, {hi}]; expected 0 <= label < {split.num_classes}"
+        )
+    return split
+
+
+def _stratified(y: np.ndarray, size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(y))
+    # Stratify when every class can appear on both sides; otherwise a plain shuffled split.
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
+    keep, take = train_test_split(idx, test_size=size, random_state=seed, stratify=stratify)
+    return np.sort(keep), np.sort(take)
+
+
+def split_data(
+    raw: RawData, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Split, Split, Split]:
+    """Stratified train/val/test split. A data set with a fixed test set keeps it and only carves
+    the validation set out of its pool (``test_fraction`` is then unused)."""
+    pool = check_split(raw.data, f"{raw.name} data")
+    y = pool.y.numpy()
+    if raw.test is not None:
+        test = check_split(raw.test, f"{raw.name} test")
+        if test.input_shape != pool.input_shape:
+            raise DataError(
+                f"{raw.name}: test images are {test.input_shape}, training images {pool.input_shape}; "
+                "expected the same shape"
+            )
+        train_idx, val_idx = _stratified(y, val_fraction, seed)
+    else:
+        rest_idx, test_idx = _stratified(y, test_fraction, seed)
+        fraction = val_fraction / (1.0 - test_fraction)
+        train_rel, val_rel = _stratified(y[rest_idx], fraction, seed)
+        train_idx, val_idx = rest_idx[train_rel], rest_idx[val_rel]
+        test = Split(pool.x[test_idx], pool.y[test_idx], pool.num_classes)
+    train = Split(pool.x[train_idx], pool.y[train_idx], pool.num_classes)
+    val = Split(pool.x[val_idx], pool.y[val_idx], pool.num_classes)
+    return train, val, test

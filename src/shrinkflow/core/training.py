@@ -1,0 +1,130 @@
+"""Training and evaluation loops over in-memory tensors, deterministic on the CPU."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shrinkflow.core.config import Config, check_choice, check_range
+from shrinkflow.core.data import Split
+
+__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "predict", "seed_everything"]
+
+log = logging.getLogger(__name__)
+
+#: ``loss_fn(logits, x, y)``; the default is cross-entropy on hard labels.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class TrainConfig(Config):
+    """How to train (or fine-tune) a model."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+
+    def __post_init__(self) -> None:
+        check_range("epochs", self.epochs, 0, 10_000, integer=True)
+        check_range("batch_size", self.batch_size, 1, 1_000_000, integer=True)
+        check_range("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_choice("optimizer", self.optimizer, ["adam", "sgd"])
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    cfg: TrainConfig,
+    *,
+    val: Split | None = None,
+    loss_fn: LossFn | None = None,
+    label: str = "train",
+) -> list[EpochLog]:
+    """Train ``model`` in place with mini-batches sliced from preloaded tensors.
+
+    Shuffling draws its generator's seed from torch's global RNG, so a run seeded with
+    :func:`seed_everything` (the pipeline's hook does it per node) sees the same batches. Logs one line per epoch: loss, train and val accuracy.
+    """
+    loss_fn = loss_fn or (lambda logits, _x, y: F.cross_entropy(logits, y))
+    opt = _optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    history: list[EpochLog] = []
+    n = len(train)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total_loss, correct = 0.0, 0
+        for start in range(0, n, cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            xb, yb = train.x[idx], train.y[idx]
+            logits = model(xb)
+            loss = loss_fn(logits, xb, yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{label}: loss became {loss.item()} at epoch {epoch}; expected a finite loss "
+                    f"(lower lr={cfg.lr}?)"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+        entry = EpochLog(epoch, total_loss / n, correct / n)
+        if val is not None:
+            entry.val_accuracy = evaluate(model, val)[0]
+        history.append(entry)
+        val_text = "" if entry.val_accuracy is None else f"  val_acc {entry.val_accuracy:.4f}"
+        log.info(
+            "%s epoch %d/%d  loss %.4f  train_acc %.4f%s",
+            label, epoch, cfg.epochs, entry.loss, entry.train_accuracy, val_text,
+        )
+    model.eval()
+    return history
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for ``x`` in evaluation mode."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+def evaluate(model: nn.Module, data: Split, batch_size: int = 1024) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy loss) on ``data``."""
+    logits = predict(model, data.x, batch_size)
+    accuracy = int((logits.argmax(1) == data.y).sum()) / len(data)
+    return accuracy, float(F.cross_entropy(logits, data.y))

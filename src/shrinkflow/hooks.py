@@ -1,0 +1,33 @@
+"""Cross-cutting concerns of a run, kept out of the nodes."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+from shrinkflow.core.training import seed_everything
+
+log = logging.getLogger(__name__)
+
+
+class SeedHook:
+    """Seed every RNG before each node from the ``seed`` parameter and the node's name.
+
+    Seeding per node (not once per run) makes each node's result independent of which other
+    nodes ran before it, so ``kedro run --pipelines prune`` reproduces the full run's pruned model.
+    """
+
+    def __init__(self) -> None:
+        self._seed = 0
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        # Reading params runs Kedro's typed-parameter validation now, before any node.
+        self._seed = int(context.params.get("seed", 0))
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        seed_everything(zlib.crc32(f"{self._seed}:{node.name}".encode()))

@@ -1,0 +1,80 @@
+"""Kedro datasets for shrinkflow's own artifacts. All reads are safe (``weights_only=True``)."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from shrinkflow import plugins
+from shrinkflow.core import artifact as art
+from shrinkflow.core.data import RawData
+
+
+class ModelArtifactDataset(AbstractDataset[art.ModelArtifact, art.ModelArtifact]):
+    """A compressed model: spec + recipe + state_dict in one ``.pt`` file, written atomically."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> art.ModelArtifact:
+        return art.load(self._filepath)
+
+    def save(self, data: art.ModelArtifact) -> None:
+        if not isinstance(data, art.ModelArtifact):
+            raise DatasetError(f"{self._filepath}: expected a ModelArtifact to save, got {type(data).__name__}")
+        art.save(data, self._filepath)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class CheckpointDataset(AbstractDataset[None, "dict[str, Any] | None"]):
+    """A user's trained weights (a ``state_dict`` file). No path configured loads ``None``:
+    the teacher is then trained. Read-only: shrinkflow never writes the user's file."""
+
+    def __init__(self, filepath: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = str(filepath) if filepath not in (None, "", "null", "None") else None
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Any] | None:
+        return None if self._filepath is None else art.read_checkpoint(self._filepath)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("CheckpointDataset is read-only: it never overwrites the user's checkpoint")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}
+
+
+class PluginDataset(AbstractDataset[None, RawData]):
+    """Raw data from a data-set plugin (entry-point group ``shrinkflow.datasets``), e.g.
+    ``plugin: mnist`` with ``options: {path: ...}``."""
+
+    def __init__(self, plugin: str, options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None):
+        self._plugin = plugin
+        self._options = dict(options or {})
+        self.metadata = metadata
+
+    def load(self) -> RawData:
+        loader = plugins.load(plugins.DATASETS, self._plugin)
+        try:
+            raw = loader(**self._options)
+        except TypeError as exc:
+            raise DatasetError(
+                f"data set {self._plugin!r} rejected options {self._options}: {exc}"
+            ) from exc
+        if not isinstance(raw, RawData):
+            raise DatasetError(f"data set plugin {self._plugin!r} returned {type(raw).__name__}; expected RawData")
+        return raw
+
+    def save(self, data: RawData) -> None:
+        raise DatasetError(f"data set {self._plugin!r} is read-only")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"plugin": self._plugin, "options": self._options}

@@ -1,0 +1,1 @@
+"""One Kedro pipeline per stage: ``nodes.py`` (thin) + ``pipeline.py`` (wiring)."""

@@ -1,0 +1,15 @@
+"""Evaluate node (one template, instantiated per stage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shrinkflow.core.artifact import ModelArtifact
+from shrinkflow.core.data import Split
+from shrinkflow.core.evaluation import evaluate_artifact
+from shrinkflow.core.measure import MeasureConfig
+
+
+def evaluate_model(model: ModelArtifact, test: Split, cfg: MeasureConfig) -> dict[str, Any]:
+    """Accuracy, loss, parameters, sparsity, artifact bytes, latency and throughput on the test set."""
+    return evaluate_artifact(model, test, cfg)

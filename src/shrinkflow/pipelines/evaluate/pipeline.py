@@ -1,0 +1,22 @@
+from kedro.pipeline import Pipeline, node
+
+from .nodes import evaluate_model
+
+STAGES = ("teacher", "pruned", "distilled", "quantized")
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    template = Pipeline([node(evaluate_model, ["model", "test_set", "params:evaluate"], "metrics", name="evaluate")])
+    return sum(
+        (
+            Pipeline(
+                template,
+                namespace=stage,
+                inputs={"model": f"{stage}_model", "test_set": "test_set"},
+                outputs={"metrics": f"{stage}_metrics"},
+                parameters={"params:evaluate": "params:evaluate"},
+            )
+            for stage in STAGES
+        ),
+        Pipeline([]),
+    )

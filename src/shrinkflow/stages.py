@@ -1,0 +1,207 @@
+"""Typed stage configurations and the stage logic the Kedro nodes call.
+
+Each ``conf/base/parameters_<stage>.yml`` block is built into one of these dataclasses by Kedro
+before any node runs (typed ``params:`` inputs); a bad value fails there with the dotted key, the
+value and the allowed range, and an unknown method name fails listing the registered ones.
+This module imports no kedro: the same functions run from a notebook or a test.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, ClassVar
+
+from shrinkflow import plugins
+from shrinkflow.core.artifact import ModelArtifact, load_state_dict
+from shrinkflow.core.config import Config, ConfigError, check_range, nested
+from shrinkflow.core.data import RawData, Split, split_data
+from shrinkflow.core.method import Context
+from shrinkflow.core.models import ModelSpec
+from shrinkflow.core.sparsity import frozen_zeros
+from shrinkflow.core.training import TrainConfig, fit
+
+__all__ = [
+    "DataStage",
+    "DistillStage",
+    "MethodStage",
+    "PruneStage",
+    "QuantizeStage",
+    "TeacherStage",
+    "distill",
+    "run_method",
+    "split",
+    "train_or_load_teacher",
+]
+
+NONE = "none"
+
+
+class _Stage(Config):
+    """Top-level stage config: errors carry the stage's parameter key as prefix."""
+
+    KEY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        try:
+            self.validate()
+        except ConfigError as exc:
+            raise exc.under(self.KEY) from None
+
+    def validate(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class DataStage(_Stage):
+    KEY: ClassVar[str] = "data"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+
+    def validate(self) -> None:
+        check_range("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
+        check_range("test_fraction", self.test_fraction, 0.0, 0.5, low_open=True)
+
+
+@dataclass
+class TeacherStage(_Stage):
+    KEY: ClassVar[str] = "train_teacher"
+    model: ModelSpec | dict[str, Any] = field(default_factory=ModelSpec)
+    train: TrainConfig | dict[str, Any] = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.model = nested(ModelSpec, self.model, "model")
+        self.train = nested(TrainConfig, self.train, "train")
+
+
+@dataclass
+class MethodStage(_Stage):
+    """``method``: a registered plugin name or ``none``; ``options``: that method's config."""
+
+    FAMILY: ClassVar[str] = ""
+    method: str = NONE
+    options: dict[str, Any] = field(default_factory=dict)
+    method_config: Config | None = field(default=None, init=False, repr=False)
+
+    def validate(self) -> None:
+        if not isinstance(self.method, str):
+            raise ConfigError("method", self.method, f"a name from {[NONE, *plugins.available(self.FAMILY)]}")
+        if self.method != NONE:
+            try:
+                plugin = plugins.load(self.FAMILY, self.method)
+            except plugins.PluginError as exc:
+                raise ConfigError("method", self.method, f"'{NONE}' or a registered name ({exc})") from None
+            self.method_config = nested(plugin.config_cls, self.options, "options")
+
+
+@dataclass
+class PruneStage(MethodStage):
+    KEY: ClassVar[str] = "prune"
+    FAMILY: ClassVar[str] = plugins.PRUNERS
+    finetune: TrainConfig | dict[str, Any] = field(default_factory=lambda: TrainConfig(epochs=0))
+
+    def validate(self) -> None:
+        super().validate()
+        self.finetune = nested(TrainConfig, self.finetune, "finetune")
+
+
+@dataclass
+class DistillStage(MethodStage):
+    """``student``: ``pruned`` (recover the pruned model, its zeros kept) or a model spec."""
+
+    KEY: ClassVar[str] = "distill"
+    FAMILY: ClassVar[str] = plugins.DISTILLERS
+    student: str | ModelSpec | dict[str, Any] = "pruned"
+    train: TrainConfig | dict[str, Any] = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        if isinstance(self.student, str):
+            if self.student != "pruned":
+                raise ConfigError("student", self.student, "'pruned' or a model spec {name: ..., kwargs: {...}}")
+        else:
+            self.student = nested(ModelSpec, self.student, "student")
+            if self.method == NONE:
+                raise ConfigError("method", NONE, "a distiller when a separate student architecture is declared")
+        self.train = nested(TrainConfig, self.train, "train")
+
+
+@dataclass
+class QuantizeStage(MethodStage):
+    KEY: ClassVar[str] = "quantize"
+    FAMILY: ClassVar[str] = plugins.QUANTIZERS
+
+
+def split(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, Split]:
+    check_range("seed", seed, 0, 2**32 - 1, integer=True)
+    return split_data(raw, cfg.val_fraction, cfg.test_fraction, seed)
+
+
+def train_or_load_teacher(
+    train: Split, val: Split, checkpoint: dict[str, Any] | None, cfg: TeacherStage
+) -> ModelArtifact:
+    """Build the teacher; load the user's checkpoint if one is given, else train it."""
+    assert isinstance(cfg.model, ModelSpec) and isinstance(cfg.train, TrainConfig)
+    artifact = ModelArtifact.build(cfg.model, train.input_shape, train.num_classes)
+    if checkpoint is not None:
+        load_state_dict(artifact.model, checkpoint, f"teacher checkpoint for {cfg.model.name}")
+    else:
+        fit(artifact.model, train, cfg.train, val=val, label="teacher")
+    artifact.model.eval()
+    return artifact
+
+
+def run_method(
+    stage: MethodStage,
+    artifact: ModelArtifact,
+    train: Split,
+    val: Split,
+    *,
+    train_cfg: TrainConfig | None = None,
+    teacher: ModelArtifact | None = None,
+    keep_sparsity: bool = False,
+) -> tuple[ModelArtifact, dict[str, Any]]:
+    """Apply the stage's method to a copy of ``artifact``; ``none`` passes it through unchanged.
+
+    Returns the new artifact and a record of what ran (method, config, plugin distribution and
+    version, training history) for the report and the run tracker.
+    """
+    record: dict[str, Any] = {"stage": stage.KEY, "method": stage.method}
+    if stage.method == NONE:
+        return artifact, {**record, "status": "skipped"}
+    plugin = plugins.load(stage.FAMILY, stage.method)
+    cfg = stage.method_config
+    assert cfg is not None
+    ctx = Context(
+        train,
+        val,
+        fit=partial(fit, train=train, cfg=train_cfg or TrainConfig(epochs=0), val=val),
+        teacher=None if teacher is None else teacher.model,
+    )
+    model = copy.deepcopy(artifact.model)
+    with frozen_zeros(model) if keep_sparsity else nullcontext():
+        model = plugin.apply(model, cfg, ctx)
+    model.eval()
+    record.update(
+        status="done",
+        config=cfg.to_dict(),
+        plugin=plugins.info(stage.FAMILY, stage.method).to_dict(),
+        history=[vars(h) for h in ctx.history],
+    )
+    return artifact.with_step(model, stage.FAMILY, stage.method, cfg.to_dict()), record
+
+
+def distill(
+    teacher: ModelArtifact, pruned: ModelArtifact, train: Split, val: Split, cfg: DistillStage
+) -> tuple[ModelArtifact, dict[str, Any]]:
+    """Distil into the pruned model (zeros kept) or into a freshly built student architecture."""
+    assert isinstance(cfg.train, TrainConfig)
+    if isinstance(cfg.student, ModelSpec):
+        student = ModelArtifact.build(cfg.student, train.input_shape, train.num_classes)
+    else:
+        student = pruned
+    return run_method(
+        cfg, student, train, val, train_cfg=cfg.train, teacher=teacher, keep_sparsity=student is pruned
+    )
