@@ -40,6 +40,7 @@ class TrainConfig(Config):
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"
+    lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 0, 10_000, integer=True)
@@ -47,6 +48,7 @@ class TrainConfig(Config):
         check_range("lr", self.lr, 0.0, 10.0, low_open=True)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_choice("optimizer", self.optimizer, ["adam", "sgd"])
+        check_choice("lr_schedule", self.lr_schedule, ["constant", "cosine"])
 
 
 @dataclass
@@ -81,6 +83,12 @@ def fit(
     """
     loss_fn = loss_fn or (lambda logits, _x, y: F.cross_entropy(logits, y))
     opt = _optimizer(model, cfg)
+    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+        if cfg.lr_schedule == "cosine"
+        else None
+    )
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
     history: list[EpochLog] = []
     n = len(train)
@@ -101,6 +109,8 @@ def fit(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
         entry = EpochLog(epoch, total_loss / n, correct / n)

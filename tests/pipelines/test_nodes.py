@@ -1,0 +1,144 @@
+"""Each node on a tiny real fixture, and its error paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shrinkflow.core.artifact import ArtifactError
+from shrinkflow.core.config import ConfigError
+from shrinkflow.core.data import DataError, RawData, Split
+from shrinkflow.core.measure import MeasureConfig
+from shrinkflow.pipelines.data.nodes import split_data
+from shrinkflow.pipelines.distill.nodes import distill_model
+from shrinkflow.pipelines.evaluate.nodes import evaluate_model
+from shrinkflow.pipelines.prune.nodes import prune_model
+from shrinkflow.pipelines.quantize.nodes import quantize_model
+from shrinkflow.pipelines.report.nodes import report
+from shrinkflow.pipelines.train_teacher.nodes import train_teacher
+from shrinkflow.stages import DataStage, DistillStage, PruneStage, QuantizeStage, TeacherStage
+
+SMALL = {"name": "mlp", "kwargs": {"hidden": [32]}}
+FAST = MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2)
+
+
+@pytest.fixture(scope="module")
+def teacher(digits_splits):
+    train, val, _ = digits_splits
+    return train_teacher(train, val, None, TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003}))
+
+
+def test_split_data_rejects_nan_and_out_of_range_labels():
+    x = torch.rand(20, 1, 8, 8)
+    y = torch.arange(20) % 10
+    x[3, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match="1 NaN"):
+        split_data(RawData("bad", Split(x, y, 10)), DataStage(), seed=0)
+    y[0] = 12
+    with pytest.raises(DataError, match=r"labels range over \[0, 12\]; expected 0 <= label < 10"):
+        split_data(RawData("bad", Split(torch.rand(20, 1, 8, 8), y, 10)), DataStage(), seed=0)
+
+
+def test_teacher_node_trains_to_high_accuracy(teacher, digits_splits):
+    *_, test = digits_splits
+    metrics = evaluate_model(teacher, test, FAST)
+    assert metrics["accuracy"] > 0.9
+    assert metrics["params_total"] == 64 * 32 + 32 + 32 * 10 + 10
+
+
+def test_teacher_node_loads_a_checkpoint_instead_of_training(teacher, digits_splits):
+    train, val, test = digits_splits
+    cfg = TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003})
+    loaded = train_teacher(train, val, teacher.model.state_dict(), cfg)
+    assert torch.equal(loaded.model(test.x), teacher.model(test.x))
+    wrong = {"0.weight": torch.zeros(3, 3)}
+    with pytest.raises(ArtifactError, match="missing keys"):
+        train_teacher(train, val, wrong, cfg)
+
+
+def test_prune_node_hits_target_sparsity_and_leaves_teacher_untouched(teacher, digits_splits):
+    train, val, test = digits_splits
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    pruned, record = prune_model(
+        teacher, train, val, PruneStage(method="magnitude", options={"sparsity": 0.75}, finetune={"epochs": 2})
+    )
+    metrics = evaluate_model(pruned, test, FAST)
+    weights = 64 * 32 + 32 * 10
+    assert metrics["params_total"] - metrics["params_nonzero"] >= int(0.75 * weights)
+    assert record["status"] == "done" and record["plugin"]["distribution"] == "shrinkflow"
+    assert len(record["history"]) == 2
+    assert all(torch.equal(before[k], v) for k, v in teacher.model.state_dict().items())
+    assert pruned.recipe[-1]["method"] == "magnitude"
+
+
+def test_method_none_passes_the_model_through(teacher, digits_splits):
+    train, val, _ = digits_splits
+    out, record = prune_model(teacher, train, val, PruneStage(method="none"))
+    assert out is teacher and record == {"stage": "prune", "method": "none", "status": "skipped"}
+
+
+def test_distill_into_pruned_student_keeps_its_zeros(teacher, digits_splits):
+    train, val, _ = digits_splits
+    pruned, _ = prune_model(teacher, train, val, PruneStage(method="magnitude", options={"sparsity": 0.6}))
+    zeros = [m.weight == 0 for m in pruned.model if isinstance(m, torch.nn.Linear)]
+    student, record = distill_model(teacher, pruned, train, val, DistillStage(method="soft_kd", train={"epochs": 2}))
+    after = [m.weight for m in student.model if isinstance(m, torch.nn.Linear)]
+    assert all(bool((w[z] == 0).all()) for w, z in zip(after, zeros))
+    assert not any(hasattr(m, "weight_orig") for m in student.model.modules())
+    assert [s["method"] for s in student.recipe] == ["magnitude", "soft_kd"]
+
+
+def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
+    train, val, test = digits_splits
+    cfg = DistillStage(
+        method="soft_kd",
+        student={"name": "mlp", "kwargs": {"hidden": [16]}},
+        train={"epochs": 15, "lr": 0.003},
+    )
+    student, _ = distill_model(teacher, teacher, train, val, cfg)
+    assert student.spec.kwargs == {"hidden": [16]} and student.recipe[0]["method"] == "soft_kd"
+    assert evaluate_model(student, test, FAST)["accuracy"] > 0.85
+
+
+def test_quantize_node_shrinks_the_artifact(digits_splits):
+    train, val, test = digits_splits
+    teacher = train_teacher(train, val, None, TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 3}))
+    quantized, _ = quantize_model(teacher, train, val, QuantizeStage(method="dynamic_int8"))
+    before, after = evaluate_model(teacher, test, FAST), evaluate_model(quantized, test, FAST)
+    assert after["artifact_bytes"] < before["artifact_bytes"] / 3
+    assert abs(after["accuracy"] - before["accuracy"]) <= 0.02
+
+
+@pytest.mark.parametrize(
+    ("stage", "params", "message"),
+    [
+        (PruneStage, {"method": "magnitude", "options": {"sparsity": 1.5}}, r"prune.options.sparsity=1.5 .*0.0 <= sparsity < 1.0"),
+        (PruneStage, {"method": "nope"}, r"prune.method='nope'.*available pruners are \[.*'magnitude'"),
+        (PruneStage, {"method": "magnitude", "finetune": {"epochs": -1}}, r"prune.finetune.epochs=-1"),
+        (DistillStage, {"method": "soft_kd", "options": {"alpha": 2}}, r"distill.options.alpha=2 .*0.0 <= alpha <= 1.0"),
+        (DistillStage, {"method": "none", "student": {"name": "mlp"}}, r"distill.method='none'"),
+        (DistillStage, {"student": "teacher"}, r"distill.student='teacher'"),
+        (QuantizeStage, {"method": "dynamic_int8", "options": {"engine": "tpu"}}, r"quantize.options.engine='tpu'"),
+        (TeacherStage, {"model": {"name": "resnet9000"}}, r"unknown model 'resnet9000'.*'lenet5'"),
+        (DataStage, {"val_fraction": 0.9}, r"data.val_fraction=0.9 .*0.0 < val_fraction <= 0.5"),
+    ],
+)
+def test_stage_configs_name_key_value_and_range(stage, params, message):
+    with pytest.raises((ConfigError, LookupError), match=message):
+        stage(**params)
+
+
+def test_report_marks_skipped_stages_and_computes_ratios():
+    base = {"accuracy": 0.98, "artifact_bytes": 400, "params_nonzero": 10, "sparsity": 0.0}
+    small = {**base, "accuracy": 0.975, "artifact_bytes": 100}
+    document, markdown, table = report(
+        base, base, small, small,
+        {"method": "none", "status": "skipped"},
+        {"method": "soft_kd", "status": "done"},
+        {"method": "dynamic_int8", "status": "done"},
+    )
+    assert document["pruned"] == {"status": "skipped", "method": "none"}
+    assert document["quantized"]["compression_ratio"] == 4.0
+    assert document["quantized"]["accuracy_delta_pp"] == pytest.approx(-0.5)
+    assert "| pruned | none | skipped |" in markdown
+    assert list(table["stage"]) == ["teacher", "pruned", "distilled", "quantized"]

@@ -1,0 +1,75 @@
+"""Pipeline slices run by Kedro's SequentialRunner on an in-memory catalog (no files, no hooks)."""
+
+from __future__ import annotations
+
+import pytest
+from kedro.framework.project import configure_project
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from shrinkflow.core.datasets import digits
+from shrinkflow.core.measure import MeasureConfig
+from shrinkflow.pipeline_registry import register_pipelines
+from shrinkflow.stages import DataStage, DistillStage, PruneStage, QuantizeStage, TeacherStage
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _project() -> None:
+    configure_project("shrinkflow")
+
+
+def _catalog(**overrides: object) -> DataCatalog:
+    params = {
+        "raw_data": digits(),
+        "teacher_checkpoint": None,
+        "params:seed": 0,
+        "params:data": DataStage(),
+        "params:train_teacher": TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [64]}}, train={"epochs": 10, "lr": 0.003}),
+        "params:prune": PruneStage(method="magnitude", options={"sparsity": 0.7}, finetune={"epochs": 2}),
+        "params:distill": DistillStage(method="soft_kd", train={"epochs": 2}),
+        "params:quantize": QuantizeStage(method="dynamic_int8"),
+        "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
+        **overrides,
+    }
+    return DataCatalog({name: MemoryDataset(value, copy_mode="assign") for name, value in params.items()})
+
+
+def _run(pipeline, catalog: DataCatalog) -> DataCatalog:
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+def test_data_to_prune_slice():
+    pipes = register_pipelines()
+    catalog = _run(pipes["data"] + pipes["train_teacher"] + pipes["prune"], _catalog())
+    teacher, pruned = catalog.load("teacher_model"), catalog.load("pruned_model")
+    assert catalog.load("prune_record")["status"] == "done"
+    zeros = sum(int((p == 0).sum()) for n, p in pruned.model.named_parameters() if n.endswith("weight"))
+    assert zeros >= int(0.7 * (64 * 64 + 64 * 10))
+    assert not any(bool((p == 0).all()) for p in teacher.model.parameters())
+
+
+def test_full_default_pipeline_produces_one_row_per_stage():
+    catalog = _run(register_pipelines()["__default__"], _catalog())
+    document = catalog.load("metrics_json")
+    assert list(document) == ["teacher", "pruned", "distilled", "quantized"]
+    for stage in document.values():
+        for key in ("accuracy", "loss", "params_total", "params_nonzero", "sparsity", "artifact_bytes",
+                    "compression_ratio", "latency_b1_p50_ms", "throughput_b256_sps"):
+            assert key in stage, key
+    assert document["teacher"]["accuracy"] > 0.9
+    assert document["quantized"]["compression_ratio"] > 2.0  # tiny model: fixed overhead weighs more
+    assert "| quantized | dynamic_int8 |" in catalog.load("report_md")
+
+
+def test_all_compression_stages_off_still_runs():
+    catalog = _catalog(
+        **{
+            "params:prune": PruneStage(method="none"),
+            "params:distill": DistillStage(method="none"),
+            "params:quantize": QuantizeStage(method="none"),
+        }
+    )
+    document = _run(register_pipelines()["__default__"], catalog).load("metrics_json")
+    assert document["teacher"]["status"] == "done"
+    assert all(document[s] == {"status": "skipped", "method": "none"} for s in ("pruned", "distilled", "quantized"))
