@@ -42,11 +42,10 @@ def _run(pipeline, catalog: DataCatalog) -> DataCatalog:
 def test_data_to_prune_slice():
     pipes = register_pipelines()
     catalog = _run(pipes["data"] + pipes["train_teacher"] + pipes["prune"], _catalog())
-    teacher, pruned = catalog.load("teacher_model"), catalog.load("pruned_model")
-    assert catalog.load("prune_record")["status"] == "done"
+    pruned, record = catalog.load("pruned_model"), catalog.load("prune_record")
+    assert record["status"] == "done" and record["history"][-1]["val_accuracy"] > 0.85
     zeros = sum(int((p == 0).sum()) for n, p in pruned.model.named_parameters() if n.endswith("weight"))
     assert zeros >= int(0.7 * (64 * 64 + 64 * 10))
-    assert not any(bool((p == 0).all()) for p in teacher.model.parameters())
 
 
 def test_full_default_pipeline_produces_one_row_per_stage():
