@@ -78,7 +78,12 @@ class TeacherStage(_Stage):
 
 @dataclass
 class MethodStage(_Stage):
-    """``method``: a registered plugin name or ``none``; ``options``: that method's config."""
+    """``method``: a registered plugin name or ``none``.
+
+    ``options`` maps method names to their configs, so settings for several methods can sit side
+    by side and ``--params prune.method=other`` switches without editing YAML. Only the chosen
+    method's block is validated (and a method with no block runs with its defaults).
+    """
 
     FAMILY: ClassVar[str] = ""
     method: str = NONE
@@ -86,14 +91,20 @@ class MethodStage(_Stage):
     method_config: Config | None = field(default=None, init=False, repr=False)
 
     def validate(self) -> None:
+        known = plugins.available(self.FAMILY)
         if not isinstance(self.method, str):
-            raise ConfigError("method", self.method, f"a name from {[NONE, *plugins.available(self.FAMILY)]}")
+            raise ConfigError("method", self.method, f"a name from {[NONE, *known]}")
+        if not isinstance(self.options, dict):
+            raise ConfigError("options", self.options, "a mapping {method name: {option: value}}")
+        for name, block in self.options.items():
+            if name not in known and not isinstance(block, dict):
+                raise ConfigError(f"options.{name}", block, f"a block named after a registered method {known}")
         if self.method != NONE:
             try:
                 plugin = plugins.load(self.FAMILY, self.method)
             except plugins.PluginError as exc:
                 raise ConfigError("method", self.method, f"'{NONE}' or a registered name ({exc})") from None
-            self.method_config = nested(plugin.config_cls, self.options, "options")
+            self.method_config = nested(plugin.config_cls, self.options.get(self.method), f"options.{self.method}")
 
 
 @dataclass

@@ -25,7 +25,7 @@ def _catalog(**overrides: object) -> DataCatalog:
         "params:seed": 0,
         "params:data": DataStage(),
         "params:train_teacher": TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [64]}}, train={"epochs": 10, "lr": 0.003}),
-        "params:prune": PruneStage(method="magnitude", options={"sparsity": 0.7}, finetune={"epochs": 2}),
+        "params:prune": PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.7}}, finetune={"epochs": 2}),
         "params:distill": DistillStage(method="soft_kd", train={"epochs": 2}),
         "params:quantize": QuantizeStage(method="dynamic_int8"),
         "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
