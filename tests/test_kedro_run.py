@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 STAGES = ("teacher", "pruned", "distilled", "quantized")
 REQUIRED = (
-    "accuracy", "loss", "params_total", "params_nonzero", "sparsity", "artifact_bytes",
-    "compression_ratio", "latency_b1_p50_ms", "throughput_b256_sps",
+    "accuracy",
+    "loss",
+    "params_total",
+    "params_nonzero",
+    "sparsity",
+    "artifact_bytes",
+    "compression_ratio",
+    "latency_b1_p50_ms",
+    "throughput_b256_sps",
 )
 FAST_EVAL = "evaluate.latency_runs=20,evaluate.throughput_runs=5"
 
@@ -126,7 +133,11 @@ def test_unknown_plugin_lists_the_available_ones(default_run: Path):
 
 def test_third_party_plugin_is_used_by_name(tmp_path: Path):
     project = make_project(tmp_path)
-    result = kedro(project, "--params", f"prune.method=example_random,prune.options.example_random.sparsity=0.5,{FAST_EVAL}")
+    result = kedro(
+        project,
+        "--params",
+        f"prune.method=example_random,prune.options.example_random.sparsity=0.5,{FAST_EVAL}",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     pruned = metrics(project)["pruned"]
     assert pruned["method"] == "example_random"
@@ -152,7 +163,11 @@ def test_user_checkpoint_and_import_path_model(tmp_path: Path):
     assert teacher["accuracy"] < 0.5  # the untrained weights we saved, not a trained model
 
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    result = kedro(project, "--params", f"{params.split(',teacher_checkpoint')[0]},teacher_checkpoint={tmp_path / 'bad.pt'}")
+    result = kedro(
+        project,
+        "--params",
+        f"{params.split(',teacher_checkpoint')[0]},teacher_checkpoint={tmp_path / 'bad.pt'}",
+    )
     out = result.stdout + result.stderr
     assert result.returncode != 0 and "bad.pt" in out and "weights_only=True" in out
 

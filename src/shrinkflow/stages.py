@@ -98,13 +98,17 @@ class MethodStage(_Stage):
             raise ConfigError("options", self.options, "a mapping {method name: {option: value}}")
         for name, block in self.options.items():
             if name not in known and not isinstance(block, dict):
-                raise ConfigError(f"options.{name}", block, f"a block named after a registered method {known}")
+                raise ConfigError(
+                    f"options.{name}", block, f"a block named after a registered method {known}"
+                )
         if self.method != NONE:
             try:
                 plugin = plugins.load(self.FAMILY, self.method)
             except plugins.PluginError as exc:
                 raise ConfigError("method", self.method, f"'{NONE}' or a registered name ({exc})") from None
-            self.method_config = nested(plugin.config_cls, self.options.get(self.method), f"options.{self.method}")
+            self.method_config = nested(
+                plugin.config_cls, self.options.get(self.method), f"options.{self.method}"
+            )
 
 
 @dataclass
@@ -131,11 +135,15 @@ class DistillStage(MethodStage):
         super().validate()
         if isinstance(self.student, str):
             if self.student != "pruned":
-                raise ConfigError("student", self.student, "'pruned' or a model spec {name: ..., kwargs: {...}}")
+                raise ConfigError(
+                    "student", self.student, "'pruned' or a model spec {name: ..., kwargs: {...}}"
+                )
         else:
             self.student = nested(ModelSpec, self.student, "student")
             if self.method == NONE:
-                raise ConfigError("method", NONE, "a distiller when a separate student architecture is declared")
+                raise ConfigError(
+                    "method", NONE, "a distiller when a separate student architecture is declared"
+                )
         self.train = nested(TrainConfig, self.train, "train")
 
 

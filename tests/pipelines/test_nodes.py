@@ -60,7 +60,10 @@ def test_prune_node_hits_target_sparsity_and_leaves_teacher_untouched(teacher, d
     train, val, test = digits_splits
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     pruned, record = prune_model(
-        teacher, train, val, PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.75}}, finetune={"epochs": 2})
+        teacher,
+        train,
+        val,
+        PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.75}}, finetune={"epochs": 2}),
     )
     metrics = evaluate_model(pruned, test, FAST)
     weights = 64 * 32 + 32 * 10
@@ -79,11 +82,15 @@ def test_method_none_passes_the_model_through(teacher, digits_splits):
 
 def test_distill_into_pruned_student_keeps_its_zeros(teacher, digits_splits):
     train, val, _ = digits_splits
-    pruned, _ = prune_model(teacher, train, val, PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.6}}))
+    pruned, _ = prune_model(
+        teacher, train, val, PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.6}})
+    )
     zeros = [m.weight == 0 for m in pruned.model if isinstance(m, torch.nn.Linear)]
-    student, record = distill_model(teacher, pruned, train, val, DistillStage(method="soft_kd", train={"epochs": 2}))
+    student, _ = distill_model(
+        teacher, pruned, train, val, DistillStage(method="soft_kd", train={"epochs": 2})
+    )
     after = [m.weight for m in student.model if isinstance(m, torch.nn.Linear)]
-    assert all(bool((w[z] == 0).all()) for w, z in zip(after, zeros))
+    assert all(bool((w[z] == 0).all()) for w, z in zip(after, zeros, strict=True))
     assert not any(hasattr(m, "weight_orig") for m in student.model.modules())
     assert [s["method"] for s in student.recipe] == ["magnitude", "soft_kd"]
 
@@ -102,7 +109,12 @@ def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
 
 def test_quantize_node_shrinks_the_artifact(digits_splits):
     train, val, test = digits_splits
-    teacher = train_teacher(train, val, None, TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 3}))
+    teacher = train_teacher(
+        train,
+        val,
+        None,
+        TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 3}),
+    )
     quantized, _ = quantize_model(teacher, train, val, QuantizeStage(method="dynamic_int8"))
     before, after = evaluate_model(teacher, test, FAST), evaluate_model(quantized, test, FAST)
     assert after["artifact_bytes"] < before["artifact_bytes"] / 3
@@ -112,13 +124,25 @@ def test_quantize_node_shrinks_the_artifact(digits_splits):
 @pytest.mark.parametrize(
     ("stage", "params", "message"),
     [
-        (PruneStage, {"method": "magnitude", "options": {"magnitude": {"sparsity": 1.5}}}, r"prune.options.magnitude.sparsity=1.5 .*0.0 <= sparsity < 1.0"),
+        (
+            PruneStage,
+            {"method": "magnitude", "options": {"magnitude": {"sparsity": 1.5}}},
+            r"prune.options.magnitude.sparsity=1.5 .*0.0 <= sparsity < 1.0",
+        ),
         (PruneStage, {"method": "nope"}, r"prune.method='nope'.*available pruners are \[.*'magnitude'"),
         (PruneStage, {"method": "magnitude", "finetune": {"epochs": -1}}, r"prune.finetune.epochs=-1"),
-        (DistillStage, {"method": "soft_kd", "options": {"soft_kd": {"alpha": 2}}}, r"distill.options.soft_kd.alpha=2 .*0.0 <= alpha <= 1.0"),
+        (
+            DistillStage,
+            {"method": "soft_kd", "options": {"soft_kd": {"alpha": 2}}},
+            r"distill.options.soft_kd.alpha=2 .*0.0 <= alpha <= 1.0",
+        ),
         (DistillStage, {"method": "none", "student": {"name": "mlp"}}, r"distill.method='none'"),
         (DistillStage, {"student": "teacher"}, r"distill.student='teacher'"),
-        (QuantizeStage, {"method": "dynamic_int8", "options": {"dynamic_int8": {"engine": "tpu"}}}, r"quantize.options.dynamic_int8.engine='tpu'"),
+        (
+            QuantizeStage,
+            {"method": "dynamic_int8", "options": {"dynamic_int8": {"engine": "tpu"}}},
+            r"quantize.options.dynamic_int8.engine='tpu'",
+        ),
         (TeacherStage, {"model": {"name": "resnet9000"}}, r"unknown model 'resnet9000'.*'lenet5'"),
         (DataStage, {"val_fraction": 0.9}, r"data.val_fraction=0.9 .*0.0 < val_fraction <= 0.5"),
     ],
@@ -132,7 +156,10 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     base = {"accuracy": 0.98, "artifact_bytes": 400, "params_nonzero": 10, "sparsity": 0.0}
     small = {**base, "accuracy": 0.975, "artifact_bytes": 100}
     document, markdown, table = report(
-        base, base, small, small,
+        base,
+        base,
+        small,
+        small,
         {"method": "none", "status": "skipped"},
         {"method": "soft_kd", "status": "done"},
         {"method": "dynamic_int8", "status": "done"},

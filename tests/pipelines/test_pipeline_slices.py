@@ -24,8 +24,12 @@ def _catalog(**overrides: object) -> DataCatalog:
         "teacher_checkpoint": None,
         "params:seed": 0,
         "params:data": DataStage(),
-        "params:train_teacher": TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [64]}}, train={"epochs": 10, "lr": 0.003}),
-        "params:prune": PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.7}}, finetune={"epochs": 2}),
+        "params:train_teacher": TeacherStage(
+            model={"name": "mlp", "kwargs": {"hidden": [64]}}, train={"epochs": 10, "lr": 0.003}
+        ),
+        "params:prune": PruneStage(
+            method="magnitude", options={"magnitude": {"sparsity": 0.7}}, finetune={"epochs": 2}
+        ),
         "params:distill": DistillStage(method="soft_kd", train={"epochs": 2}),
         "params:quantize": QuantizeStage(method="dynamic_int8"),
         "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
@@ -53,8 +57,17 @@ def test_full_default_pipeline_produces_one_row_per_stage():
     document = catalog.load("metrics_json")
     assert list(document) == ["teacher", "pruned", "distilled", "quantized"]
     for stage in document.values():
-        for key in ("accuracy", "loss", "params_total", "params_nonzero", "sparsity", "artifact_bytes",
-                    "compression_ratio", "latency_b1_p50_ms", "throughput_b256_sps"):
+        for key in (
+            "accuracy",
+            "loss",
+            "params_total",
+            "params_nonzero",
+            "sparsity",
+            "artifact_bytes",
+            "compression_ratio",
+            "latency_b1_p50_ms",
+            "throughput_b256_sps",
+        ):
             assert key in stage, key
     assert document["teacher"]["accuracy"] > 0.9
     assert document["quantized"]["compression_ratio"] > 2.0  # tiny model: fixed overhead weighs more
@@ -71,4 +84,6 @@ def test_all_compression_stages_off_still_runs():
     )
     document = _run(register_pipelines()["__default__"], catalog).load("metrics_json")
     assert document["teacher"]["status"] == "done"
-    assert all(document[s] == {"status": "skipped", "method": "none"} for s in ("pruned", "distilled", "quantized"))
+    assert all(
+        document[s] == {"status": "skipped", "method": "none"} for s in ("pruned", "distilled", "quantized")
+    )

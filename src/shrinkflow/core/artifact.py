@@ -49,7 +49,9 @@ class ModelArtifact:
     def build(cls, spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> ModelArtifact:
         return cls(build_model(spec, input_shape, num_classes), spec, tuple(input_shape), num_classes)
 
-    def with_step(self, model: nn.Module, family: str, method: str, config: Mapping[str, Any]) -> ModelArtifact:
+    def with_step(
+        self, model: nn.Module, family: str, method: str, config: Mapping[str, Any]
+    ) -> ModelArtifact:
         """A new artifact for ``model``, the result of applying ``method`` to this one."""
         step = {"family": family, "method": method, "config": dict(config)}
         return replace(self, model=model, recipe=[*self.recipe, step])
@@ -116,7 +118,10 @@ def load_state_dict(model: nn.Module, state: Mapping[str, Any], source: str) -> 
     shapes = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in state.items()
-        if k in own and isinstance(v, torch.Tensor) and isinstance(own[k], torch.Tensor) and v.shape != own[k].shape
+        if k in own
+        and isinstance(v, torch.Tensor)
+        and isinstance(own[k], torch.Tensor)
+        and v.shape != own[k].shape
     ]
     if missing or unexpected or shapes:
         raise ArtifactError(

@@ -69,9 +69,7 @@ def check_split(split: Split, name: str) -> Split:
         raise DataError(f"{name}: labels have dtype {y.dtype}; expected torch.int64")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= split.num_classes:
-        raise DataError(
-            f"{name}: labels range over [{lo}, {hi}]; expected 0 <= label < {split.num_classes}"
-        )
+        raise DataError(f"{name}: labels range over [{lo}, {hi}]; expected 0 <= label < {split.num_classes}")
     return split
 
 

@@ -37,7 +37,9 @@ def read_idx(path: Path) -> np.ndarray:
     except (OSError, EOFError) as exc:
         raise DataError(f"IDX file {str(path)!r} is not a readable gzip file: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"IDX file {str(path)!r} has no IDX magic number; expected 0x0000 followed by type and rank")
+        raise DataError(
+            f"IDX file {str(path)!r} has no IDX magic number; expected 0x0000 followed by type and rank"
+        )
     dtype, ndim = raw[2], raw[3]
     if dtype not in _IDX_DTYPES:
         raise DataError(f"IDX file {str(path)!r} has data type 0x{dtype:02x}; expected 0x08 (unsigned byte)")

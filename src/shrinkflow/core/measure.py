@@ -67,7 +67,7 @@ def _time_runs(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> lis
 def latency_ms(model: nn.Module, sample: torch.Tensor, cfg: MeasureConfig) -> tuple[float, float]:
     """(p50, p95) wall-clock milliseconds for one batch-1 forward pass."""
     times = sorted(_time_runs(model, sample[:1], cfg.warmup, cfg.latency_runs))
-    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     return statistics.median(times) * 1e3, p95 * 1e3
 
 

@@ -9,6 +9,7 @@ architecture in a fresh process without unpickling code.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +39,7 @@ class MLP(nn.Sequential):
             raise ConfigError("dropout", dropout, "0 <= dropout < 1")
         widths = [int(torch.tensor(input_shape).prod()), *map(int, hidden)]
         layers: list[nn.Module] = [nn.Flatten()]
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), nn.ReLU()]
             if dropout:
                 layers.append(nn.Dropout(dropout))
@@ -94,7 +95,9 @@ class SeedCNN(nn.Module):
     restored it has 206,922 parameters on 28x28 MNIST.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 16, hidden: int = 128) -> None:
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, width: int = 16, hidden: int = 128
+    ) -> None:
         super().__init__()
         if width < 1 or hidden < 1:
             raise ConfigError("width/hidden", (width, hidden), "positive integers")
@@ -158,7 +161,11 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -
     except ConfigError as exc:
         raise exc.under(f"model {spec.name}") from None
     except TypeError as exc:
-        raise ConfigError(f"model {spec.name}.kwargs", spec.kwargs, f"arguments its constructor accepts ({exc})") from exc
+        raise ConfigError(
+            f"model {spec.name}.kwargs", spec.kwargs, f"arguments its constructor accepts ({exc})"
+        ) from exc
     if not isinstance(model, nn.Module):
-        raise ConfigError("model.name", spec.name, f"a factory returning torch.nn.Module, got {type(model).__name__}")
+        raise ConfigError(
+            "model.name", spec.name, f"a factory returning torch.nn.Module, got {type(model).__name__}"
+        )
     return model

@@ -120,7 +120,12 @@ def fit(
         val_text = "" if entry.val_accuracy is None else f"  val_acc {entry.val_accuracy:.4f}"
         log.info(
             "%s epoch %d/%d  loss %.4f  train_acc %.4f%s",
-            label, epoch, cfg.epochs, entry.loss, entry.train_accuracy, val_text,
+            label,
+            epoch,
+            cfg.epochs,
+            entry.loss,
+            entry.train_accuracy,
+            val_text,
         )
     model.eval()
     return history

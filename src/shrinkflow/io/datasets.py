@@ -24,7 +24,9 @@ class ModelArtifactDataset(AbstractDataset[art.ModelArtifact, art.ModelArtifact]
 
     def save(self, data: art.ModelArtifact) -> None:
         if not isinstance(data, art.ModelArtifact):
-            raise DatasetError(f"{self._filepath}: expected a ModelArtifact to save, got {type(data).__name__}")
+            raise DatasetError(
+                f"{self._filepath}: expected a ModelArtifact to save, got {type(data).__name__}"
+            )
         art.save(data, self._filepath)
 
     def _exists(self) -> bool:
@@ -56,7 +58,9 @@ class PluginDataset(AbstractDataset[None, RawData]):
     """Raw data from a data-set plugin (entry-point group ``shrinkflow.datasets``), e.g.
     ``plugin: mnist`` with ``options: {path: ...}``."""
 
-    def __init__(self, plugin: str, options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self, plugin: str, options: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+    ):
         self._plugin = plugin
         self._options = dict(options or {})
         self.metadata = metadata
@@ -66,11 +70,11 @@ class PluginDataset(AbstractDataset[None, RawData]):
         try:
             raw = loader(**self._options)
         except TypeError as exc:
-            raise DatasetError(
-                f"data set {self._plugin!r} rejected options {self._options}: {exc}"
-            ) from exc
+            raise DatasetError(f"data set {self._plugin!r} rejected options {self._options}: {exc}") from exc
         if not isinstance(raw, RawData):
-            raise DatasetError(f"data set plugin {self._plugin!r} returned {type(raw).__name__}; expected RawData")
+            raise DatasetError(
+                f"data set plugin {self._plugin!r} returned {type(raw).__name__}; expected RawData"
+            )
         return raw
 
     def save(self, data: RawData) -> None:

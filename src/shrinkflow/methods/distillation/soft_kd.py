@@ -29,7 +29,9 @@ class SoftKDConfig(Config):
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, cfg: SoftKDConfig) -> torch.Tensor:
     t = cfg.temperature
-    soft = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True)
+    soft = F.kl_div(
+        F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean", log_target=True
+    )
     return cfg.alpha * t * t * soft + (1.0 - cfg.alpha) * F.cross_entropy(student, y)
 
 
@@ -48,4 +50,6 @@ def soft_kd(student: nn.Module, cfg: SoftKDConfig, ctx: Context) -> nn.Module:
     return student
 
 
-plugin = Method(SoftKDConfig, soft_kd, summary="soft-target knowledge distillation (KL at temperature T + CE)")
+plugin = Method(
+    SoftKDConfig, soft_kd, summary="soft-target knowledge distillation (KL at temperature T + CE)"
+)

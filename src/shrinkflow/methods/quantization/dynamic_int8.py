@@ -27,7 +27,9 @@ class DynamicInt8Config(Config):
     modules: tuple[str, ...] | list[str] = ("Linear",)
 
     def __post_init__(self) -> None:
-        check_choice("engine", self.engine, [e for e in torch.backends.quantized.supported_engines if e != "none"])
+        check_choice(
+            "engine", self.engine, [e for e in torch.backends.quantized.supported_engines if e != "none"]
+        )
         if not self.modules or not all(m in _MODULES for m in self.modules):
             raise ConfigError("modules", self.modules, f"a non-empty list drawn from {sorted(_MODULES)}")
         self.modules = list(self.modules)

@@ -6,7 +6,9 @@ STAGES = ("teacher", "pruned", "distilled", "quantized")
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    template = Pipeline([node(evaluate_model, ["model", "test_set", "params:evaluate"], "metrics", name="evaluate")])
+    template = Pipeline(
+        [node(evaluate_model, ["model", "test_set", "params:evaluate"], "metrics", name="evaluate")]
+    )
     return sum(
         (
             Pipeline(
