@@ -7,7 +7,8 @@ export KEDRO_DISABLE_TELEMETRY=1 DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]" ./tests/plugin_example
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[test]"
+	$(VENV)/bin/pip install -q -c constraints.txt ./tests/plugin_example
 	touch $@
 
 .PHONY: setup run run-mnist test test-all
