@@ -24,6 +24,8 @@ REQUIRED = (
     "sparsity",
     "artifact_bytes",
     "compression_ratio",
+    "packed_bytes",
+    "packed_compression_ratio",
     "latency_b1_p50_ms",
     "throughput_b256_sps",
 )

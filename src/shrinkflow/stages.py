@@ -149,8 +149,16 @@ class DistillStage(MethodStage):
 
 @dataclass
 class QuantizeStage(MethodStage):
+    """``finetune``: training for methods that train (QAT, weight-sharing centroid fine-tuning);
+    the teacher is in their context, for soft targets. Post-training methods ignore it."""
+
     KEY: ClassVar[str] = "quantize"
     FAMILY: ClassVar[str] = plugins.QUANTIZERS
+    finetune: TrainConfig | dict[str, Any] = field(default_factory=lambda: TrainConfig(epochs=0))
+
+    def validate(self) -> None:
+        super().validate()
+        self.finetune = nested(TrainConfig, self.finetune, "finetune")
 
 
 def split(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, Split]:
@@ -193,23 +201,26 @@ def run_method(
     plugin = plugins.load(stage.FAMILY, stage.method)
     cfg = stage.method_config
     assert cfg is not None
+    train_cfg = train_cfg or TrainConfig(epochs=0)
     ctx = Context(
         train,
         val,
-        fit=partial(fit, train=train, cfg=train_cfg or TrainConfig(epochs=0), val=val),
+        fit=partial(fit, train=train, cfg=train_cfg, val=val),
         teacher=None if teacher is None else teacher.model,
+        train_cfg=train_cfg,
     )
     model = copy.deepcopy(artifact.model)
     with frozen_zeros(model) if keep_sparsity else nullcontext():
         model = plugin.apply(model, cfg, ctx)
     model.eval()
+    structure = plugin.structure(model) if plugin.structure is not None else None
     record.update(
         status="done",
         config=cfg.to_dict(),
         plugin=plugins.info(stage.FAMILY, stage.method).to_dict(),
         history=[vars(h) for h in ctx.history],
     )
-    return artifact.with_step(model, stage.FAMILY, stage.method, cfg.to_dict()), record
+    return artifact.with_step(model, stage.FAMILY, stage.method, cfg.to_dict(), structure), record
 
 
 def distill(

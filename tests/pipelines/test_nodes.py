@@ -115,7 +115,7 @@ def test_quantize_node_shrinks_the_artifact(digits_splits):
         None,
         TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 3}),
     )
-    quantized, _ = quantize_model(teacher, train, val, QuantizeStage(method="dynamic_int8"))
+    quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
     before, after = evaluate_model(teacher, test, FAST), evaluate_model(quantized, test, FAST)
     assert after["artifact_bytes"] < before["artifact_bytes"] / 3
     assert abs(after["accuracy"] - before["accuracy"]) <= 0.02
@@ -153,8 +153,14 @@ def test_stage_configs_name_key_value_and_range(stage, params, message):
 
 
 def test_report_marks_skipped_stages_and_computes_ratios():
-    base = {"accuracy": 0.98, "artifact_bytes": 400, "params_nonzero": 10, "sparsity": 0.0}
-    small = {**base, "accuracy": 0.975, "artifact_bytes": 100}
+    base = {
+        "accuracy": 0.98,
+        "artifact_bytes": 400,
+        "packed_bytes": 390,
+        "params_nonzero": 10,
+        "sparsity": 0.0,
+    }
+    small = {**base, "accuracy": 0.975, "artifact_bytes": 100, "packed_bytes": 30}
     document, markdown, table = report(
         base,
         base,
@@ -166,6 +172,7 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     )
     assert document["pruned"] == {"status": "skipped", "method": "none"}
     assert document["quantized"]["compression_ratio"] == 4.0
+    assert document["quantized"]["packed_compression_ratio"] == 13.0
     assert document["quantized"]["accuracy_delta_pp"] == pytest.approx(-0.5)
     assert "| pruned | none | skipped |" in markdown
     assert list(table["stage"]) == ["teacher", "pruned", "distilled", "quantized"]

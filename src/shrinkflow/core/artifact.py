@@ -25,7 +25,16 @@ from shrinkflow import __version__, plugins
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.models import ModelSpec, build_model
 
-__all__ = ["ArtifactError", "ModelArtifact", "from_bytes", "load", "load_state_dict", "save", "to_bytes"]
+__all__ = [
+    "ArtifactError",
+    "ModelArtifact",
+    "atomic_write",
+    "from_bytes",
+    "load",
+    "load_state_dict",
+    "save",
+    "to_bytes",
+]
 
 FORMAT = "shrinkflow.model"
 FORMAT_VERSION = 1
@@ -50,10 +59,19 @@ class ModelArtifact:
         return cls(build_model(spec, input_shape, num_classes), spec, tuple(input_shape), num_classes)
 
     def with_step(
-        self, model: nn.Module, family: str, method: str, config: Mapping[str, Any]
+        self,
+        model: nn.Module,
+        family: str,
+        method: str,
+        config: Mapping[str, Any],
+        structure: Mapping[str, Any] | None = None,
     ) -> ModelArtifact:
-        """A new artifact for ``model``, the result of applying ``method`` to this one."""
-        step = {"family": family, "method": method, "config": dict(config)}
+        """A new artifact for ``model``, the result of applying ``method`` to this one.
+
+        ``structure`` is the method's plain record of data-dependent shapes (see ``Method``)."""
+        step: dict[str, Any] = {"family": family, "method": method, "config": dict(config)}
+        if structure is not None:
+            step["structure"] = dict(structure)
         return replace(self, model=model, recipe=[*self.recipe, step])
 
     def payload(self) -> dict[str, Any]:
@@ -79,9 +97,12 @@ def to_bytes(artifact: ModelArtifact) -> bytes:
 
 def save(artifact: ModelArtifact, path: str | os.PathLike[str]) -> None:
     """Write atomically: a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
+    atomic_write(Path(path), to_bytes(artifact))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = to_bytes(artifact)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -145,7 +166,9 @@ def from_payload(payload: Any, source: str) -> ModelArtifact:
         model = artifact.model
         for step in payload["recipe"]:
             method = plugins.load(step["family"], step["method"])
-            model = method.restore(model, method.config(step["config"], key=step["method"]))
+            model = method.restore(
+                model, method.config(step["config"], key=step["method"]), step.get("structure")
+            )
     except (ConfigError, plugins.PluginError, KeyError) as exc:
         raise ArtifactError(f"{source!r} cannot be rebuilt: {exc}") from exc
     load_state_dict(model, payload["state_dict"], source)

@@ -46,7 +46,11 @@ def check_range(
     kind = "an integer" if integer else "a number"
     expected = f"{kind} with {lo}{key.rsplit('.', 1)[-1]}{hi}" if (lo or hi) else kind
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not is_number or (integer and not isinstance(value, int)) or math.isnan(value):
+    if (
+        not is_number
+        or (integer and not isinstance(value, int))
+        or (isinstance(value, float) and math.isnan(value))
+    ):
         raise ConfigError(key, value, expected)
     if low is not None and (value < low or (low_open and value == low)):
         raise ConfigError(key, value, expected)

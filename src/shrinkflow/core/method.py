@@ -2,9 +2,13 @@
 
 Pruners, quantizers and distillers all share this shape. ``apply`` does the work (it may train, through
 ``ctx.fit``); ``restore`` re-creates only the *structure* an applied method leaves behind (quantized
-module types, removed channels) on a freshly built model, so an artifact's state_dict can be loaded
-into it in a new process. Methods that change values only (unstructured pruning, distillation) keep
-the identity ``restore``.
+module types, removed channels, factorized layers) on a freshly built model, so an artifact's
+state_dict can be loaded into it in a new process. Methods that change values only (unstructured
+pruning, distillation, weight sharing) keep the identity ``restore``.
+
+When the structure depends on the data (channels chosen by importance, ranks chosen by an energy
+target), the method also gives ``structure(model) -> dict``: a plain record (names, ints, lists)
+stored with the recipe step and handed back to ``restore`` as its third argument.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from torch import nn
 
 from shrinkflow.core.config import Config
 from shrinkflow.core.data import Split
-from shrinkflow.core.training import EpochLog, LossFn
+from shrinkflow.core.training import EpochLog, LossFn, TrainConfig
 
 __all__ = ["Context", "Method"]
 
@@ -25,20 +29,29 @@ __all__ = ["Context", "Method"]
 @dataclass
 class Context:
     """What a method may use besides the model: data, a trainer bound to the stage's training
-    configuration, and the teacher."""
+    configuration (``train_cfg``), and the teacher."""
 
     train: Split
     val: Split
     fit: Callable[..., list[EpochLog]]
     teacher: nn.Module | None = None
     history: list[EpochLog] = field(default_factory=list)
+    train_cfg: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0))
 
-    def train_model(self, model: nn.Module, loss_fn: LossFn | None = None, label: str = "train") -> None:
-        """Train ``model`` with the stage's training config and record its history."""
-        self.history += self.fit(model, loss_fn=loss_fn, label=label)
+    def train_model(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn | None = None,
+        label: str = "train",
+        cfg: TrainConfig | None = None,
+    ) -> None:
+        """Train ``model`` with the stage's training config (or ``cfg``, e.g. a per-step share of it
+        in a gradual schedule) and record its history."""
+        extra = {} if cfg is None else {"cfg": cfg}
+        self.history += self.fit(model, loss_fn=loss_fn, label=label, **extra)
 
 
-def _identity(model: nn.Module, config: Any) -> nn.Module:
+def _identity(model: nn.Module, config: Any, structure: dict[str, Any] | None = None) -> nn.Module:
     return model
 
 
@@ -48,8 +61,9 @@ class Method:
 
     config_cls: type[Config]
     apply: Callable[[nn.Module, Any, Context], nn.Module]
-    restore: Callable[[nn.Module, Any], nn.Module] = _identity
+    restore: Callable[[nn.Module, Any, dict[str, Any] | None], nn.Module] = _identity
     summary: str = ""
+    structure: Callable[[nn.Module], dict[str, Any]] | None = None
 
     def config(self, options: dict[str, Any] | None, key: str = "") -> Config:
         return self.config_cls.from_dict(options or {}, key=key)

@@ -49,7 +49,7 @@ def dynamic_int8(model: nn.Module, cfg: DynamicInt8Config, ctx: Context) -> nn.M
     return _quantize(model, cfg)
 
 
-def restore(model: nn.Module, cfg: DynamicInt8Config) -> nn.Module:
+def restore(model: nn.Module, cfg: DynamicInt8Config, structure: dict | None = None) -> nn.Module:
     return _quantize(model, cfg)
 
 

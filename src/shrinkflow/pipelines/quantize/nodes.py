@@ -10,7 +10,9 @@ from shrinkflow.stages import QuantizeStage, run_method
 
 
 def quantize_model(
-    model: ModelArtifact, train: Split, val: Split, cfg: QuantizeStage
+    model: ModelArtifact, teacher: ModelArtifact, train: Split, val: Split, cfg: QuantizeStage
 ) -> tuple[ModelArtifact, dict[str, Any]]:
-    """Apply the configured quantizer; ``train`` serves as calibration data for methods that need it."""
-    return run_method(cfg, model, train, val)
+    """Apply the configured quantizer. ``train`` is calibration data for post-training methods and
+    training data (with ``cfg.finetune``) for QAT and weight sharing; the teacher gives soft targets."""
+    assert not isinstance(cfg.finetune, dict)
+    return run_method(cfg, model, train, val, train_cfg=cfg.finetune, teacher=teacher)

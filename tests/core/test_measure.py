@@ -1,0 +1,133 @@
+"""Measurements: parameter counts (float and quantized), per-layer sparsity, latency, throughput."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from shrinkflow.core.config import ConfigError
+from shrinkflow.core.measure import (
+    MeasureConfig,
+    count_parameters,
+    latency_ms,
+    layer_sparsity,
+    throughput_sps,
+)
+from shrinkflow.core.models import MLP, LeNet5
+
+QUICK = MeasureConfig(warmup=2, latency_runs=20, throughput_batch=16, throughput_runs=5)
+
+
+def _quantized(model: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return MLP((1, 8, 8), 10, hidden=(32, 16))
+
+
+def test_count_parameters_counts_weights_and_biases():
+    model = _mlp()
+    total = 64 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10
+    assert count_parameters(model) == (total, total)
+    assert total == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        model[1].weight[:5] = 0.0  # 5 rows of 64
+        model[5].bias[:3] = 0.0
+    assert count_parameters(model) == (total, total - 5 * 64 - 3)
+
+
+def test_quantized_model_has_the_same_total_and_keeps_zeros():
+    model = _mlp()
+    with torch.no_grad():
+        model[3].weight[:, :8] = 0.0  # 16 * 8 zeros
+    total, nonzero = count_parameters(model)
+    q_total, q_nonzero = count_parameters(_quantized(model))
+    assert q_total == total == 2778
+    # symmetric int8 maps 0 to 0 exactly; tiny weights may also round to 0, never the reverse
+    assert total - 200 < q_nonzero <= nonzero == total - 128
+
+
+def test_count_parameters_covers_conv_layers():
+    torch.manual_seed(0)
+    model = LeNet5((1, 28, 28), 10)
+    assert count_parameters(model)[0] == 61_706
+    assert count_parameters(_quantized(model))[0] == 61_706  # convs stay float, linears are packed
+
+
+def test_layer_sparsity_reports_each_weight_tensor():
+    model = _mlp()
+    with torch.no_grad():
+        model[1].weight.view(-1)[: 64 * 32 // 4] = 0.0  # exactly 25 %
+        model[5].weight.zero_()
+        model[3].bias.zero_()  # biases are not reported
+    assert layer_sparsity(model) == {"1.weight": 0.25, "3.weight": 0.0, "5.weight": 1.0}
+    quantized = layer_sparsity(_quantized(model))
+    assert list(quantized) == ["1.weight", "3.weight", "5.weight"]
+    assert quantized["1.weight"] >= 0.25 and quantized["5.weight"] == 1.0
+
+
+def test_layer_sparsity_of_conv_layers():
+    model = LeNet5((1, 28, 28), 10)
+    with torch.no_grad():
+        model.features[0].weight[:3] = 0.0  # 3 of 6 filters
+    sparsity = layer_sparsity(model)
+    assert sparsity["features.0.weight"] == 0.5 and len(sparsity) == 5
+
+
+def test_latency_percentiles_are_ordered_and_positive():
+    model = _mlp()
+    p50, p95 = latency_ms(model, torch.rand(10, 1, 8, 8), QUICK)
+    assert 0.0 < p50 <= p95 < 1_000.0
+
+
+class _Recorder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        self.batches.append(int(x.shape[0]))
+        return self.fc(x.flatten(1))
+
+
+def test_latency_times_batch_one_forward_passes_after_warm_up():
+    model = _Recorder().train()
+    latency_ms(model, torch.rand(10, 1, 8, 8), MeasureConfig(warmup=3, latency_runs=7))
+    assert model.batches == [1] * 10 and not model.training
+
+
+def test_throughput_uses_the_configured_batch_even_with_few_samples():
+    model = _Recorder()
+    sps = throughput_sps(
+        model, torch.rand(3, 1, 8, 8), MeasureConfig(warmup=10, throughput_batch=16, throughput_runs=4)
+    )
+    assert sps > 0.0 and model.batches == [16] * (2 + 4)  # warm-up is warmup // 5 runs
+
+
+def test_throughput_of_quantized_model_is_positive():
+    assert throughput_sps(_quantized(_mlp()), torch.rand(40, 1, 8, 8), QUICK) > 0.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"warmup": -1},
+        {"latency_runs": 0},
+        {"throughput_batch": 0},
+        {"throughput_runs": 1.5},
+        {"eval_batch_size": 0},
+    ],
+)
+def test_measure_config_rejects_bad_values(options):
+    (key,) = options
+    with pytest.raises(ConfigError) as info:
+        MeasureConfig(**options)
+    assert info.value.key == key

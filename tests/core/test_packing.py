@@ -1,0 +1,111 @@
+"""The packed format: lossless for every dtype and encoding, Deep Compression's sizes, safe errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils import prune
+
+from shrinkflow.core import artifact, packing
+from shrinkflow.core.artifact import ArtifactError, ModelArtifact
+from shrinkflow.core.models import ModelSpec
+from shrinkflow.core.sparsity import prunable
+from shrinkflow.methods.quantization.dynamic_int8 import DynamicInt8Config
+from shrinkflow.methods.quantization.dynamic_int8 import plugin as dynamic_int8
+from shrinkflow.methods.quantization.weight_sharing import WeightSharingConfig, share_weights
+
+X = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def _lenet300(sparsity: float = 0.0, bits: int | None = None) -> ModelArtifact:
+    torch.manual_seed(0)
+    art = ModelArtifact.build(ModelSpec("lenet_300_100"), (1, 28, 28), 10)
+    if sparsity:
+        for _, m in prunable(art.model):
+            prune.l1_unstructured(m, "weight", amount=sparsity)
+            prune.remove(m, "weight")
+    if bits is not None:
+        tied = share_weights(art.model, WeightSharingConfig(bits=bits))
+        for m in tied.values():
+            torch.nn.utils.parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return art
+
+
+def _same(a: ModelArtifact, b: ModelArtifact) -> bool:
+    with torch.inference_mode():
+        return torch.equal(a.model(X), b.model(X))
+
+
+def test_a_dense_fp32_model_packs_to_its_raw_weights_plus_a_small_header():
+    art = _lenet300()
+    data = packing.to_bytes(art)
+    raw = 4 * 266_610
+    assert raw < len(data) < raw + 3000
+    assert {row["encoding"] for row in packing.describe(data).values()} == {"raw"}
+    assert _same(packing.from_bytes(data), art)
+
+
+def test_pruning_then_weight_sharing_gives_deep_compression_sizes():
+    dense = len(packing.to_bytes(_lenet300()))
+    sparse = _lenet300(sparsity=0.92)
+    shared = _lenet300(sparsity=0.92, bits=5)
+    sparse_bytes, shared_bytes = len(packing.to_bytes(sparse)), len(packing.to_bytes(shared))
+    # 8% of 266k weights: fp32 values + ~5-bit relative indices, then 5-bit shared values
+    assert 10 < dense / sparse_bytes < 13
+    assert dense / shared_bytes > 35
+    rows = packing.describe(packing.to_bytes(shared))
+    assert rows["1.weight"]["encoding"] == "sparse" and rows["1.weight"]["codebook"] == 32
+    assert rows["1.weight"]["entries"] >= round(0.08 * 235_200)  # every non-zero, plus fillers
+    assert _same(packing.from_bytes(packing.to_bytes(shared)), shared)
+    assert _same(packing.from_bytes(packing.to_bytes(sparse)), sparse)
+
+
+def test_negative_zeros_from_masking_are_packed_as_zeros():
+    art = _lenet300()
+    w = art.model[1].weight
+    with torch.no_grad():
+        w.mul_((w.abs() > 0.02).float())  # masking leaves -0.0 where w was negative
+    assert bool((torch.signbit(w) & (w == 0)).any())
+    rows = packing.describe(packing.to_bytes(art))
+    assert rows["1.weight"]["encoding"] == "sparse"
+    assert _same(packing.from_bytes(packing.to_bytes(art)), art)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_every_float_dtype_round_trips_bit_exactly(dtype):
+    t = torch.randn(40, 30).to(dtype)
+    t[t.abs() < 0.8] = 0
+    out = packing._Writer()
+    meta = packing._encode_tensor(t, out)
+    back = packing._decode_tensor(meta, memoryview(b"".join(out.parts)))
+    assert back.dtype == dtype and torch.equal(back, t)
+
+
+def test_a_dynamic_int8_model_packs_its_int8_weights_and_reloads_identically():
+    art = _lenet300(sparsity=0.9)
+    quantized = art.with_step(
+        dynamic_int8.apply(art.model, DynamicInt8Config(), None),
+        "shrinkflow.quantizers",
+        "dynamic_int8",
+        DynamicInt8Config().to_dict(),
+    )
+    data = packing.to_bytes(quantized)
+    assert len(data) < len(artifact.to_bytes(quantized)) / 5  # int8 zeros coded sparsely
+    assert _same(packing.from_bytes(data), quantized)
+
+
+def test_save_and_load_go_through_a_file(tmp_path):
+    art = _lenet300(sparsity=0.9, bits=4)
+    size = packing.save(art, tmp_path / "m.sfpack")
+    assert size == (tmp_path / "m.sfpack").stat().st_size
+    assert _same(packing.load(tmp_path / "m.sfpack"), art)
+
+
+def test_bad_files_raise_artifact_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        packing.load(tmp_path / "missing.sfpack")
+    with pytest.raises(ArtifactError, match="not a packed shrinkflow model"):
+        packing.from_bytes(b"PK\x03\x04 a zip file")
+    data = packing.to_bytes(_lenet300(sparsity=0.9, bits=4))
+    with pytest.raises(ArtifactError, match="corrupt"):
+        packing.from_bytes(data[: len(data) // 3])
