@@ -109,3 +109,11 @@ def test_bad_files_raise_artifact_errors(tmp_path):
     data = packing.to_bytes(_lenet300(sparsity=0.9, bits=4))
     with pytest.raises(ArtifactError, match="corrupt"):
         packing.from_bytes(data[: len(data) // 3])
+
+
+def test_an_all_zero_tensor_packs_to_a_few_bytes():
+    t = torch.zeros(64, 32)
+    out = packing._Writer()
+    meta = packing._encode_tensor(t, out)
+    assert meta["enc"] == "codebook" and sum(len(p) for p in out.parts) <= 4 + 1 + 64 * 32 // 8
+    assert torch.equal(packing._decode_tensor(meta, memoryview(b"".join(out.parts))), t)

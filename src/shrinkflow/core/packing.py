@@ -121,7 +121,7 @@ def _encode_tensor(t: torch.Tensor, out: _Writer) -> dict[str, Any]:
             blobs = [codebook.tobytes(), coded]
             candidates.append((sum(map(len, blobs)), {"enc": "codebook", "codebook": len(codebook)}, blobs))
         zeros = n - int(np.count_nonzero(flat))
-        if zeros > n // 4:
+        if n // 4 < zeros < n:  # an all-zero tensor has no entries to index (codebook codes it)
             nonzero_book = np.unique(flat[flat != 0])
             shared = (
                 nonzero_book

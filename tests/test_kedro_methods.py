@@ -1,0 +1,61 @@
+"""Every built-in method, selected by name through the stage parameters, in a full `kedro run`.
+
+Eight runs cover the 8 pruners, 4 distillers and 6 quantizers (each run combines one of each), with
+short training so the whole file takes about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shrinkflow import plugins
+from shrinkflow.core import artifact
+from shrinkflow.core.datasets import digits
+from shrinkflow.core.training import evaluate
+from shrinkflow.stages import DataStage, split
+
+from .test_kedro_run import FAST_EVAL, STAGES, kedro, make_project, metrics
+
+SHORT = (
+    "train_teacher.train.epochs=8,prune.finetune.epochs=2,distill.train.epochs=2,"
+    "quantize.finetune.epochs=1," + FAST_EVAL
+)
+RECIPES = [
+    ("agp", "soft_kd", "weight_sharing"),
+    ("random", "hard_kd", "static_int8"),
+    ("taylor", "feature_kd", "qat"),
+    ("snip", "combined_kd", "half"),
+    ("nm", "soft_kd", "binarize"),
+    ("channel", "hard_kd", "dynamic_int8"),
+    ("lowrank", "feature_kd", "static_int8"),
+    ("magnitude", "combined_kd", "weight_sharing"),
+]
+
+
+def test_the_recipes_cover_every_built_in_method():
+    built_in = {
+        family: {n for n in plugins.available(family) if plugins.info(family, n).distribution == "shrinkflow"}
+        for family in (plugins.PRUNERS, plugins.DISTILLERS, plugins.QUANTIZERS)
+    }
+    assert {r[0] for r in RECIPES} == built_in[plugins.PRUNERS]
+    assert {r[1] for r in RECIPES} == built_in[plugins.DISTILLERS]
+    assert {r[2] for r in RECIPES} == built_in[plugins.QUANTIZERS]
+
+
+@pytest.mark.parametrize(("pruner", "distiller", "quantizer"), RECIPES, ids=["-".join(r) for r in RECIPES])
+def test_a_recipe_runs_end_to_end_and_its_artifacts_reload(tmp_path: Path, pruner, distiller, quantizer):
+    project = make_project(tmp_path)
+    params = f"prune.method={pruner},distill.method={distiller},quantize.method={quantizer},{SHORT}"
+    result = kedro(project, "--params", params)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    document = metrics(project)
+    assert [document[s]["method"] for s in STAGES[1:]] == [pruner, distiller, quantizer]
+    test = split(digits(), DataStage(), seed=42)[2]
+    for stage in STAGES:
+        row = document[stage]
+        assert row["status"] == "done" and row["accuracy"] >= 0.75, (stage, row["accuracy"])
+        assert row["packed_bytes"] <= row["artifact_bytes"] * 1.05
+        loaded = artifact.load(project / f"data/06_models/{stage}.pt")
+        assert evaluate(loaded.model, test)[0] == row["accuracy"], stage  # the file is what was measured
