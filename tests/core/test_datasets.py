@@ -178,11 +178,6 @@ def test_gzip_cut_short_names_the_file(tmp_path):
         mnist(str(tmp_path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_idx catches (OSError, EOFError) around gzip.decompress, but a corrupt deflate "
-    "stream raises zlib.error, which escapes as-is (src/shrinkflow/core/datasets.py, read_idx)",
-)
 def test_corrupt_gzip_stream_is_a_data_error(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
     # a valid 10-byte gzip header, then a deflate block of reserved type 11: "invalid block type"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def read_idx(path: Path) -> np.ndarray:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"IDX file {str(path)!r} does not exist") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"IDX file {str(path)!r} is not a readable gzip file: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(
