@@ -16,8 +16,9 @@ size (the paper fixed 8 bits for conv and 5 for fc layers). Entropy coding is Hu
 fp16, bf16, int8 of quantized tensors) round-trips bit-exactly, except that -0.0 is stored as
 +0.0 (masking a negative weight leaves -0.0; the two compare equal and give the same predictions).
 
-Layout: ``MAGIC``, a 4-byte little-endian header length, a UTF-8 JSON header (artifact metadata and
-one entry per tensor with its encoding, shape, dtype and byte ranges), then the concatenated blobs.
+Layout: ``MAGIC``, a 4-byte little-endian header length, a zlib-compressed UTF-8 JSON header
+(artifact metadata and one entry per tensor with its encoding, shape, dtype and byte ranges), then
+the concatenated blobs.
 Reading parses JSON and numbers only: nothing is unpickled.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from shrinkflow.core.artifact import ArtifactError, ModelArtifact, atomic_write,
 
 __all__ = ["MAGIC", "describe", "from_bytes", "load", "save", "to_bytes"]
 
-MAGIC = b"SFPACK1\n"
+MAGIC = b"SFPACK2\n"
 MAX_INDEX_BITS = 12
 MAX_CODEBOOK = 1 << 16
 
@@ -234,7 +236,7 @@ def to_bytes(artifact: ModelArtifact) -> bytes:
         "metadata": {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()},
         "tensors": tensors,
     }
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
     return MAGIC + struct.pack("<I", len(head)) + head + b"".join(out.parts)
 
 
@@ -245,12 +247,12 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> ModelArtifact:
     (size,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
     try:
-        header = json.loads(data[start : start + size])
+        header = json.loads(zlib.decompress(data[start : start + size]))
         blob = memoryview(data)[start + size :]
         state: OrderedDict[str, Any] = OrderedDict(
             (name, _decode(node, blob)) for name, node in header["tensors"].items()
         )
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, zlib.error) as exc:
         raise ArtifactError(f"packed model {source!r} is corrupt: {type(exc).__name__}: {exc}") from exc
     state._metadata = OrderedDict((k, v) for k, v in header["metadata"].items())  # type: ignore[attr-defined]
     return from_payload({**header["artifact"], "state_dict": state}, source)
@@ -273,7 +275,7 @@ def load(path: str | os.PathLike[str]) -> ModelArtifact:
 def describe(data: bytes) -> dict[str, dict[str, Any]]:
     """Per-tensor encoding facts of a packed model: encoding, elements, non-zeros, stored bytes, bits."""
     (size,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
-    header = json.loads(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+    header = json.loads(zlib.decompress(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size]))
     rows = {}
     for name, node in header["tensors"].items():
         meta = node.get("values", node) if node["t"] in ("tensor", "qtensor") else None

@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.method import Context, Method
 from shrinkflow.core.sparsity import prunable
+from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, kd_loss
 
 __all__ = ["SharedWeights", "WeightSharingConfig", "kmeans_codebook", "plugin", "share_weights"]
 
@@ -36,16 +37,22 @@ log = logging.getLogger(__name__)
 class WeightSharingConfig(Config):
     """``bits``: codebook size 2**bits for Linear layers; ``conv_bits``: for convolutions (the paper
     used 8 for conv and 5 for fc layers); ``layer_bits``: per-layer overrides; ``init``: centroid
-    initialisation (linear | density | random, Han et al. Fig. 4); ``exclude``: layers left as they are."""
+    initialisation (linear | density | random, Han et al. Fig. 4); ``exclude``: layers left as they are;
+    ``kd_alpha``/``temperature``: centroid fine-tuning on the teacher's soft targets (0: plain CE,
+    as in the paper)."""
 
     bits: int = 5
     conv_bits: int = 8
     layer_bits: dict[str, int] = field(default_factory=dict)
     init: str = "linear"
     exclude: list[str] = field(default_factory=list)
+    kd_alpha: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         check_range("bits", self.bits, 1, 16, integer=True)
+        check_range("kd_alpha", self.kd_alpha, 0.0, 1.0)
+        check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
         check_range("conv_bits", self.conv_bits, 1, 16, integer=True)
         if not isinstance(self.layer_bits, dict):
             raise ConfigError("layer_bits", self.layer_bits, "a mapping {layer name: bits}")
@@ -133,7 +140,16 @@ def share_weights(model: nn.Module, cfg: WeightSharingConfig, seed: int = 0) -> 
 def weight_sharing(model: nn.Module, cfg: WeightSharingConfig, ctx: Context) -> nn.Module:
     tied = share_weights(model, cfg, seed=int(torch.initial_seed() % 2**31))
     if tied:
-        ctx.train_model(model, label="weight sharing: centroid fine-tuning")
+        loss_fn = None
+        if cfg.kd_alpha > 0 and ctx.teacher is not None:
+            teacher, kd = ctx.teacher.eval(), SoftKDConfig(temperature=cfg.temperature, alpha=cfg.kd_alpha)
+
+            def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    target = teacher(x)
+                return kd_loss(logits, target, y, kd)
+
+        ctx.train_model(model, loss_fn, label="weight sharing: centroid fine-tuning")
     for module in tied.values():
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         module.weight.requires_grad_(True)
