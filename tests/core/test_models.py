@@ -37,6 +37,8 @@ def test_every_built_in_model_builds_and_outputs_one_logit_per_class(name, shape
         ("seed_cnn", (1, 28, 28), 206_922),  # the seed article's CNN, with its two pools restored
         ("lenet_300_100", (1, 28, 28), 266_610),  # Deep Compression's MNIST MLP
         ("lenet5", (1, 28, 28), 61_706),  # the classic LeNet-5
+        ("lenet5_caffe", (1, 28, 28), 431_080),  # Deep Compression's "LeNet-5": 1,720 KB in fp32
+        ("lenet5_caffe", (1, 8, 8), 520 + 25_050 + (50 * 2 * 2) * 500 + 500 + 5_010),
         ("mlp", (1, 8, 8), 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10),
         ("seed_cnn", (1, 8, 8), 160 + 4_640 + (32 * 2 * 2) * 128 + 128 + 1_290),
         ("lenet5", (1, 8, 8), 156 + 2_416 + (16 * 2 * 2) * 120 + 120 + 10_164 + 850),
