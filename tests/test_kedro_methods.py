@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_kedro_run import FAST_EVAL, STAGES, kedro, make_project, metrics
 
 from shrinkflow import plugins
 from shrinkflow.core import artifact
 from shrinkflow.core.datasets import digits
 from shrinkflow.core.training import evaluate
 from shrinkflow.stages import DataStage, split
-
-from test_kedro_run import FAST_EVAL, STAGES, kedro, make_project, metrics
 
 SHORT = (
     "train_teacher.train.epochs=8,prune.finetune.epochs=2,distill.train.epochs=2,"

@@ -115,7 +115,9 @@ def test_pruned_zeros_stay_zero(trained_mlp, make_ctx):
         student[1].weight[:, ::2] = 0.0
     with frozen_zeros(student):
         plugin.apply(student, FeatureKDConfig(), make_ctx(epochs=2, teacher=trained_mlp))
-    assert int((student[1].weight == 0).sum()) == 32 * 32 and float(student[1].weight.detach().abs().sum()) > 0
+    assert (
+        int((student[1].weight == 0).sum()) == 32 * 32 and float(student[1].weight.detach().abs().sum()) > 0
+    )
 
 
 def test_the_student_learns_from_the_teacher(trained_mlp, make_ctx, digits_splits):

@@ -240,19 +240,27 @@ def to_bytes(artifact: ModelArtifact) -> bytes:
     return MAGIC + struct.pack("<I", len(head)) + head + b"".join(out.parts)
 
 
-def from_bytes(data: bytes, source: str = "<bytes>") -> ModelArtifact:
-    """Rebuild the artifact from packed bytes (JSON and numbers only, nothing unpickled)."""
+def _header(data: bytes, source: str) -> tuple[dict[str, Any], memoryview]:
+    """The decoded JSON header and the blob area that follows it."""
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
         raise ArtifactError(f"{source!r} is not a packed shrinkflow model (no {MAGIC!r} header)")
     (size,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
     try:
         header = json.loads(zlib.decompress(data[start : start + size]))
-        blob = memoryview(data)[start + size :]
+    except (ValueError, zlib.error) as exc:
+        raise ArtifactError(f"packed model {source!r} is corrupt: {type(exc).__name__}: {exc}") from exc
+    return header, memoryview(data)[start + size :]
+
+
+def from_bytes(data: bytes, source: str = "<bytes>") -> ModelArtifact:
+    """Rebuild the artifact from packed bytes (JSON and numbers only, nothing unpickled)."""
+    header, blob = _header(data, source)
+    try:
         state: OrderedDict[str, Any] = OrderedDict(
             (name, _decode(node, blob)) for name, node in header["tensors"].items()
         )
-    except (ValueError, KeyError, TypeError, IndexError, zlib.error) as exc:
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ArtifactError(f"packed model {source!r} is corrupt: {type(exc).__name__}: {exc}") from exc
     state._metadata = OrderedDict((k, v) for k, v in header["metadata"].items())  # type: ignore[attr-defined]
     return from_payload({**header["artifact"], "state_dict": state}, source)
@@ -274,8 +282,7 @@ def load(path: str | os.PathLike[str]) -> ModelArtifact:
 
 def describe(data: bytes) -> dict[str, dict[str, Any]]:
     """Per-tensor encoding facts of a packed model: encoding, elements, non-zeros, stored bytes, bits."""
-    (size,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
-    header = json.loads(zlib.decompress(data[len(MAGIC) + 4 : len(MAGIC) + 4 + size]))
+    header, _ = _header(data, "<bytes>")
     rows = {}
     for name, node in header["tensors"].items():
         meta = node.get("values", node) if node["t"] in ("tensor", "qtensor") else None

@@ -14,6 +14,7 @@ from torch import nn
 
 from shrinkflow.core.config import Config, check_range
 from shrinkflow.core.method import Context, Method
+from shrinkflow.core.training import LossFn
 from shrinkflow.methods.distillation._losses import Weights, distill, logit_loss
 
 
@@ -34,6 +35,19 @@ class SoftKDConfig(Config):
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, cfg: SoftKDConfig) -> torch.Tensor:
     return logit_loss(student, teacher, y, cfg.weights())
+
+
+def soft_target_loss(teacher: nn.Module, cfg: SoftKDConfig) -> LossFn:
+    """``loss_fn(logits, x, y)`` of :func:`kd_loss` against ``teacher``'s logits on the same batch,
+    for methods that train on soft targets outside the distill stage (QAT, weight sharing)."""
+    teacher.eval()
+
+    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = teacher(x)
+        return kd_loss(logits, target, y, cfg)
+
+    return loss_fn
 
 
 def soft_kd(student: nn.Module, cfg: SoftKDConfig, ctx: Context) -> nn.Module:

@@ -22,7 +22,7 @@ from torch.nn.utils import prune
 
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.method import Context, Method
-from shrinkflow.core.sparsity import prunable
+from shrinkflow.methods._select import check_names, select_layers
 
 __all__ = ["AGPConfig", "agp_prune", "cubic_schedule", "plugin"]
 
@@ -52,8 +52,7 @@ class AGPConfig(Config):
             raise ConfigError("layer_sparsity", self.layer_sparsity, "a mapping {layer name: sparsity}")
         for name, value in self.layer_sparsity.items():
             check_range(f"layer_sparsity.{name}", value, 0.0, 1.0, high_open=True)
-        if not isinstance(self.exclude, list) or not all(isinstance(n, str) for n in self.exclude):
-            raise ConfigError("exclude", self.exclude, "a list of module names")
+        check_names("exclude", self.exclude)
 
 
 def cubic_schedule(initial: float, final: float, steps: int) -> list[float]:
@@ -80,13 +79,8 @@ def _masks(weights: dict[str, torch.Tensor], amount: float, scope: str) -> dict[
 
 
 def agp_prune(model: nn.Module, cfg: AGPConfig, ctx: Context) -> nn.Module:
-    names = [n for n, _ in prunable(model)]
-    unknown = sorted((set(cfg.exclude) | set(cfg.layer_sparsity)) - set(names))
-    if unknown:
-        raise ConfigError("exclude/layer_sparsity", unknown, f"names of prunable layers {names}")
-    layers = {n: m for n, m in prunable(model) if n not in cfg.exclude}
-    if not layers:
-        raise ConfigError("exclude", cfg.exclude, "to leave at least one prunable layer")
+    select_layers(model, list(cfg.layer_sparsity), key="layer_sparsity", require=False)  # names must exist
+    layers = dict(select_layers(model, cfg.exclude))
     shared = [n for n in layers if n not in cfg.layer_sparsity]
     step_cfg = dataclasses.replace(ctx.train_cfg, epochs=cfg.epochs_per_step)
     schedules = {

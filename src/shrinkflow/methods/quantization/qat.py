@@ -33,7 +33,7 @@ from torch.ao.quantization.quantize_fx import prepare_qat_fx
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.method import Context, Method
 from shrinkflow.core.sparsity import frozen_zeros
-from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, kd_loss
+from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, soft_target_loss
 from shrinkflow.methods.quantization.static_int8 import (
     calibration_batches,
     check_restored,
@@ -96,21 +96,16 @@ def _prepare(model: nn.Module, cfg: QATConfig, input_shape: Any) -> nn.Module:
 
 def _loss(cfg: QATConfig, ctx: Context, prepared: nn.Module) -> Any:
     """CE or soft-target KD; it also counts samples to freeze observers after ``freeze_after_epochs``."""
-    teacher = ctx.teacher if cfg.kd_alpha > 0 else None
-    kd = SoftKDConfig(temperature=cfg.temperature, alpha=cfg.kd_alpha)
+    if cfg.kd_alpha > 0 and ctx.teacher is not None:
+        base = soft_target_loss(ctx.teacher, SoftKDConfig(temperature=cfg.temperature, alpha=cfg.kd_alpha))
+    else:
+        base = lambda logits, _x, y: F.cross_entropy(logits, y)  # noqa: E731
     freeze_at = None if cfg.freeze_after_epochs is None else cfg.freeze_after_epochs * len(ctx.train)
     seen = 0
-    if teacher is not None:
-        teacher.eval()
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         nonlocal seen
-        if teacher is None:
-            loss = F.cross_entropy(logits, y)
-        else:
-            with torch.no_grad():
-                target = teacher(x)
-            loss = kd_loss(logits, target, y, kd)
+        loss = base(logits, x, y)
         seen += len(x)
         if freeze_at is not None and seen - len(x) < freeze_at <= seen:
             log.info("qat: freezing activation ranges and BN statistics after %d samples", seen)

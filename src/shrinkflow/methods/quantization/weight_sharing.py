@@ -25,8 +25,8 @@ from torch.nn.utils import parametrize
 
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.method import Context, Method
-from shrinkflow.core.sparsity import prunable
-from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, kd_loss
+from shrinkflow.methods._select import check_names, select_layers
+from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, soft_target_loss
 
 __all__ = ["SharedWeights", "WeightSharingConfig", "kmeans_codebook", "plugin", "share_weights"]
 
@@ -59,8 +59,7 @@ class WeightSharingConfig(Config):
         for name, value in self.layer_bits.items():
             check_range(f"layer_bits.{name}", value, 1, 16, integer=True)
         check_choice("init", self.init, ["linear", "density", "random"])
-        if not isinstance(self.exclude, list) or not all(isinstance(n, str) for n in self.exclude):
-            raise ConfigError("exclude", self.exclude, "a list of module names")
+        check_names("exclude", self.exclude)
 
     def bits_for(self, name: str, module: nn.Module) -> int:
         if name in self.layer_bits:
@@ -107,14 +106,9 @@ class SharedWeights(nn.Module):
 
 def share_weights(model: nn.Module, cfg: WeightSharingConfig, seed: int = 0) -> dict[str, nn.Module]:
     """Cluster every layer's non-zero weights and tie them to the codebook (parametrized in place)."""
-    names = [n for n, _ in prunable(model)]
-    unknown = sorted((set(cfg.exclude) | set(cfg.layer_bits)) - set(names))
-    if unknown:
-        raise ConfigError("exclude/layer_bits", unknown, f"names of prunable layers {names}")
+    select_layers(model, list(cfg.layer_bits), key="layer_bits", require=False)  # names must exist
     tied = {}
-    for name, module in prunable(model):
-        if name in cfg.exclude:
-            continue
+    for name, module in select_layers(model, cfg.exclude, require=False):
         weight = module.weight.detach()
         mask = weight != 0
         if not bool(mask.any()):
@@ -142,13 +136,8 @@ def weight_sharing(model: nn.Module, cfg: WeightSharingConfig, ctx: Context) -> 
     if tied:
         loss_fn = None
         if cfg.kd_alpha > 0 and ctx.teacher is not None:
-            teacher, kd = ctx.teacher.eval(), SoftKDConfig(temperature=cfg.temperature, alpha=cfg.kd_alpha)
-
-            def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    target = teacher(x)
-                return kd_loss(logits, target, y, kd)
-
+            kd = SoftKDConfig(temperature=cfg.temperature, alpha=cfg.kd_alpha)
+            loss_fn = soft_target_loss(ctx.teacher, kd)
         ctx.train_model(model, loss_fn, label="weight sharing: centroid fine-tuning")
     for module in tied.values():
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
