@@ -1,16 +1,35 @@
-"""Cross-cutting concerns of a run, kept out of the nodes."""
+"""Cross-cutting concerns of a run, kept out of the nodes: seeding and run tracking."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import os
+import subprocess
+import tempfile
+import warnings
 import zlib
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
 
+from shrinkflow import __version__, plugins
 from shrinkflow.core.training import seed_everything
 
 log = logging.getLogger(__name__)
+
+#: Stages whose evaluation metrics are logged, as ``<stage>.<metric>``.
+STAGES = ("teacher", "pruned", "distilled", "quantized")
+#: The dataset holding the final compressed model, logged as an MLflow model.
+FINAL_MODEL = "quantized_model"
+FAMILY_OF_RECORD = {
+    "prune_record": plugins.PRUNERS,
+    "distill_record": plugins.DISTILLERS,
+    "quantize_record": plugins.QUANTIZERS,
+}
 
 
 class SeedHook:
@@ -31,3 +50,170 @@ class SeedHook:
     @hook_impl
     def before_node_run(self, node: Any) -> None:
         seed_everything(zlib.crc32(f"{self._seed}:{node.name}".encode()))
+
+
+class MlflowParamsHook(MlflowHook):
+    """kedro-mlflow's hook, handed each stage's typed parameters as plain dicts.
+
+    Kedro builds ``params:<stage>`` into validated dataclasses before nodes run; kedro-mlflow
+    flattens dicts (``prune.options.agp.sparsity``) but would log a dataclass as one long repr.
+    Registered in ``settings.HOOKS`` in place of the plugin's own instance.
+    """
+
+    @hook_impl
+    def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool) -> None:
+        plain = {
+            k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+            for k, v in inputs.items()
+        }
+        super().before_node_run(node, catalog, plain, is_async)
+
+
+def _git(project: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=project, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+class TrackingHook:
+    """What a run records in MLflow beyond kedro-mlflow's parameters and catalog artifacts.
+
+    kedro-mlflow's ``MlflowHook`` opens the run before the pipeline and closes it after; this hook
+    only writes into that open run:
+
+    - tags: git commit (and whether the tree was dirty), shrinkflow's version, ``DVC_EXP_NAME``
+      when DVC runs the stage, the model and data-set plugins and each stage's method plugin
+      with its distribution and version;
+    - metrics: each stage's evaluation as ``<stage>.<metric>`` when it is saved (in a DVC stage
+      that only reports, from ``metrics_json``);
+    - the final compressed model as an MLflow pyfunc model (``shrinkflow.mlflow_model``) holding
+      the artifact file itself.
+
+    With tracking switched off (no active run) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._project: Path | None = None
+        self._params: dict[str, Any] = {}
+        self._raw_plugin: str | None = None
+        self._logged: set[str] = set()
+
+    @staticmethod
+    def _run() -> Any:
+        import mlflow
+
+        return mlflow.active_run()
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._project = Path(context.project_path)
+        self._params = context.params
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any) -> None:
+        try:
+            self._raw_plugin = getattr(catalog.get("raw_data"), "plugin", None)
+        except Exception:  # a catalog without raw_data (a user's own) is fine
+            self._raw_plugin = None
+
+    @hook_impl(trylast=True)  # after MlflowHook has opened the run
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self._logged = set()
+        if self._run() is None:
+            return
+        import mlflow
+
+        tags: dict[str, str] = {"shrinkflow.version": __version__}
+        project = self._project or Path.cwd()
+        commit = _git(project, "rev-parse", "HEAD")
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+            tags["git.dirty"] = str(bool(_git(project, "status", "--porcelain", "--untracked-files=no")))
+        if os.environ.get("DVC_EXP_NAME"):
+            tags["DVC_EXP_NAME"] = os.environ["DVC_EXP_NAME"]
+        if os.environ.get("DVC_STAGE"):
+            tags["DVC_STAGE"] = os.environ["DVC_STAGE"]
+        teacher = self._params.get("train_teacher")
+        model = getattr(getattr(teacher, "model", None), "name", None)
+        for key, group, name in (("model", plugins.MODELS, model), ("dataset", plugins.DATASETS, self._raw_plugin)):
+            if isinstance(name, str) and name in plugins.available(group):
+                tags.update(_plugin_tags(key, plugins.info(group, name).to_dict()))
+        names = run_params.get("pipeline_names") or ["__default__"]
+        if names == ["__default__"]:
+            # "__default__" tells a reader nothing; name the run by its recipe, as people compare them.
+            methods = [getattr(self._params.get(k), "method", None) for k in ("prune", "distill", "quantize")]
+            tags["mlflow.runName"] = "+".join(str(m) for m in methods if m is not None) or "__default__"
+        mlflow.set_tags(tags)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        if self._run() is None:
+            return
+        import mlflow
+
+        if dataset_name in FAMILY_OF_RECORD and isinstance(data, dict):
+            stage = dataset_name.removesuffix("_record")
+            tags = {f"method.{stage}": str(data.get("method"))}
+            if data.get("plugin"):
+                tags.update(_plugin_tags(f"method.{stage}", data["plugin"]))
+            mlflow.set_tags(tags)
+        elif dataset_name.removesuffix("_metrics") in STAGES and isinstance(data, dict):
+            self._log_metrics(dataset_name.removesuffix("_metrics"), data)
+        elif dataset_name == "metrics_json" and isinstance(data, dict):
+            for stage, values in data.items():
+                if isinstance(values, dict):
+                    self._log_metrics(stage, values)
+        elif dataset_name == FINAL_MODEL:
+            _log_model(data)
+
+    def _log_metrics(self, stage: str, values: dict[str, Any]) -> None:
+        import mlflow
+
+        numbers = {
+            f"{stage}.{k}": float(v)
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        new = {k: v for k, v in numbers.items() if k not in self._logged}
+        if new:
+            mlflow.log_metrics(new)
+            self._logged.update(new)
+
+
+def _plugin_tags(prefix: str, info: dict[str, str]) -> dict[str, str]:
+    return {prefix: info["name"], f"{prefix}.distribution": f"{info['distribution']}=={info['version']}"}
+
+
+def _log_model(data: Any) -> None:
+    """Log the artifact as an MLflow pyfunc model under ``model`` in the active run."""
+    import mlflow
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from shrinkflow import mlflow_model
+    from shrinkflow.core import artifact
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *data.input_shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, data.num_classes))]),
+    )
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # The signature is explicit; an input example would only make MLflow run the model again.
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        path = Path(tmp) / "model.pt"
+        artifact.save(data, path)
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=mlflow_model.__file__,
+            artifacts={"artifact": str(path)},
+            signature=signature,
+            pip_requirements=[f"shrinkflow=={__version__}", f"torch=={torch.__version__.split('+')[0]}"],
+        )
+    log.info("logged the final model to MLflow run %s as 'model'", mlflow.active_run().info.run_id)

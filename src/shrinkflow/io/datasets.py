@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import torch
 from kedro.io import AbstractDataset, DatasetError
 
 from shrinkflow import plugins
 from shrinkflow.core import artifact as art
-from shrinkflow.core.data import RawData
+from shrinkflow.core.data import DataError, RawData, Split, check_split
 
 
 class ModelArtifactDataset(AbstractDataset[art.ModelArtifact, art.ModelArtifact]):
@@ -65,6 +67,11 @@ class PluginDataset(AbstractDataset[None, RawData]):
         self._options = dict(options or {})
         self.metadata = metadata
 
+    @property
+    def plugin(self) -> str:
+        """The data-set plugin's registered name (recorded with the run)."""
+        return self._plugin
+
     def load(self) -> RawData:
         loader = plugins.load(plugins.DATASETS, self._plugin)
         try:
@@ -82,3 +89,37 @@ class PluginDataset(AbstractDataset[None, RawData]):
 
     def _describe(self) -> dict[str, Any]:
         return {"plugin": self._plugin, "options": self._options}
+
+
+class SplitDataset(AbstractDataset[Split, Split]):
+    """A train/val/test split in one ``.pt`` file: ``{"x", "y", "num_classes"}``, written atomically.
+
+    Persisted (rather than kept in memory) so that each DVC stage, a separate ``kedro run
+    --pipelines <stage>``, reads exactly the split the data stage wrote. Read with
+    ``weights_only=True`` and checked like fresh data.
+    """
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> Split:
+        payload = art._read(Path(self._filepath), "split file")
+        if not isinstance(payload, dict) or set(payload) != {"x", "y", "num_classes"}:
+            keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            raise DataError(f"split file {str(self._filepath)!r} holds {keys}; expected keys ['num_classes', 'x', 'y']")
+        split = Split(payload["x"], payload["y"], int(payload["num_classes"]))
+        return check_split(split, str(self._filepath))
+
+    def save(self, data: Split) -> None:
+        if not isinstance(data, Split):
+            raise DatasetError(f"{self._filepath}: expected a Split to save, got {type(data).__name__}")
+        buffer = io.BytesIO()
+        torch.save({"x": data.x.contiguous(), "y": data.y.contiguous(), "num_classes": data.num_classes}, buffer)
+        art.atomic_write(Path(self._filepath), buffer.getvalue())
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

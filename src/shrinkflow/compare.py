@@ -1,0 +1,156 @@
+"""Read shrinkflow runs back from MLflow and compare them: a table and an accuracy-size Pareto plot.
+
+Every ``kedro run`` logs each stage's evaluation as ``<stage>.<metric>`` (see ``hooks.TrackingHook``);
+this module turns the runs of an experiment into one row per run and finds the runs and stages
+that no other beats on both accuracy and size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["STAGES", "by_stage", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
+
+STAGES = ("teacher", "pruned", "distilled", "quantized")
+_INFO = {
+    "run_id": "run_id",
+    "tags.mlflow.runName": "run_name",
+    "tags.mlflow.user": "user",
+    "start_time": "start_time",
+    "tags.DVC_EXP_NAME": "dvc_exp",
+    "tags.mlflow.source.git.commit": "git_commit",
+}
+
+
+def load_runs(
+    tracking_uri: str,
+    experiment: str = "shrinkflow",
+    *,
+    filter_string: str = "",
+    tags: dict[str, str] | None = None,
+    metrics: Sequence[str] = ("accuracy", "packed_bytes"),
+    stages: Sequence[str] = STAGES,
+    max_runs: int = 100,
+) -> pd.DataFrame:
+    """One row per run that evaluated at least one stage, newest first.
+
+    Columns: run id, name, user, start time, DVC experiment, git commit, then ``<stage>.<metric>``
+    for every requested stage and metric (NaN where a run did not evaluate that stage). ``tags``
+    adds ``tags.<key> = '<value>'`` clauses to MLflow's ``filter_string``.
+    """
+    import mlflow
+
+    clauses = [filter_string] if filter_string else []
+    for key, value in (tags or {}).items():
+        clauses.append(f"tags.`{key}` = '{value}'")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise LookupError(f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}")
+    runs = client.search_runs(
+        [found.experiment_id], " and ".join(clauses), max_results=max_runs, order_by=["attributes.start_time DESC"]
+    )
+    rows: list[dict[str, Any]] = []
+    wanted = [f"{stage}.{metric}" for stage in stages for metric in metrics]
+    for run in runs:
+        values = run.data.metrics
+        if not any(f"{stage}.accuracy" in values for stage in stages):
+            continue
+        row: dict[str, Any] = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "user": run.data.tags.get("mlflow.user"),
+            "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
+            "dvc_exp": run.data.tags.get("DVC_EXP_NAME"),
+            "git_commit": (run.data.tags.get("mlflow.source.git.commit") or "")[:10] or None,
+        }
+        row.update({key: values.get(key) for key in wanted})
+        rows.append(row)
+    columns = ["run_id", "run_name", "user", "start_time", "dvc_exp", "git_commit", *wanted]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def by_stage(runs: pd.DataFrame, metrics: Sequence[str], stages: Sequence[str] = STAGES) -> pd.DataFrame:
+    """The table people read: one row per (run, stage), one column per metric."""
+    rows = []
+    for _, run in runs.iterrows():
+        for stage in stages:
+            values = {m: run.get(f"{stage}.{m}") for m in metrics}
+            if all(v is None or pd.isna(v) for v in values.values()):
+                continue
+            rows.append(
+                {"run": run["run_name"], "run_id": run["run_id"][:8], "user": run["user"],
+                 "dvc_exp": run["dvc_exp"], "stage": stage, **values}
+            )
+    table = pd.DataFrame(rows, columns=["run", "run_id", "user", "dvc_exp", "stage", *metrics])
+    for m in metrics:  # byte and parameter counts print as integers, not 3.404e+05
+        col = pd.to_numeric(table[m], errors="coerce")
+        if col.notna().any() and (col.dropna() % 1 == 0).all() and col.abs().max() >= 1:
+            table[m] = col.astype("Int64")
+    return table
+
+
+def stage_points(runs: pd.DataFrame, size_metric: str, stages: Sequence[str] = STAGES) -> pd.DataFrame:
+    """Long form: one row per (run, stage) with ``size`` and ``accuracy``; stages lacking either dropped."""
+    points = []
+    for _, run in runs.iterrows():
+        for stage in stages:
+            size, acc = run.get(f"{stage}.{size_metric}"), run.get(f"{stage}.accuracy")
+            if size is not None and acc is not None and pd.notna(size) and pd.notna(acc):
+                points.append(
+                    {"run_id": run["run_id"], "run_name": run["run_name"], "stage": stage, "size": float(size), "accuracy": float(acc)}
+                )
+    frame = pd.DataFrame(points, columns=["run_id", "run_name", "stage", "size", "accuracy"])
+    frame["pareto"] = pareto_front(frame["size"].tolist(), frame["accuracy"].tolist()) if len(frame) else []
+    return frame
+
+
+def pareto_front(size: Sequence[float], accuracy: Sequence[float]) -> list[bool]:
+    """``True`` for each point no other point dominates (no larger and at least as accurate, one strictly).
+
+    Sort by size ascending (ties: most accurate first), then keep each point more accurate than all
+    smaller ones: O(n log n). Exact duplicates are all kept.
+    """
+    order = sorted(range(len(size)), key=lambda i: (size[i], -accuracy[i]))
+    front = [False] * len(size)
+    best, best_point = float("-inf"), None
+    for i in order:
+        point = (size[i], accuracy[i])
+        if accuracy[i] > best:
+            front[i], best, best_point = True, accuracy[i], point
+        elif point == best_point:
+            front[i] = True
+    return front
+
+
+def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
+    """Accuracy against size, one colour per stage, the Pareto front drawn as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for stage, group in points.groupby("stage", sort=False):
+        ax.scatter(group["size"], 100 * group["accuracy"], label=stage, alpha=0.8)
+    front = points[points["pareto"]].sort_values("size")
+    if len(front):
+        ax.step(front["size"], 100 * front["accuracy"], where="post", color="black", lw=1, label="Pareto front")
+        for _, p in front.iterrows():
+            ax.annotate(f"{p['run_name']}:{p['stage']}", (p["size"], 100 * p["accuracy"]), fontsize=7,
+                        xytext=(3, -9), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{size_metric} (log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,145 @@
+"""A team's set-up, for real: an `mlflow server` on 127.0.0.1, two `kedro run`s against it, then
+`kedro shrinkflow compare` and the logged model loaded back from the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from shrinkflow.core import artifact
+from shrinkflow.core.training import predict
+from shrinkflow.io import SplitDataset
+from tests.test_kedro_run import FAST_EVAL, STAGES, make_project
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home}/mlflow.db",
+         "--artifacts-destination", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _run(cmd: list[str], project: Path, uri: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "COLUMNS": "400"}
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_runs(server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    projects = {}
+    for name, params in {
+        "magnitude+soft_kd+dynamic_int8": FAST_EVAL,
+        "magnitude+soft_kd+half": f"{FAST_EVAL},quantize.method=half,prune.options.magnitude.sparsity=0.5",
+    }.items():
+        project = make_project(tmp_path_factory.mktemp("project"))
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x", "--allow-empty"],
+                       cwd=project, check=True)
+        _run([str(BIN / "kedro"), "run", "--params", params], project, server)
+        projects[name] = project
+    return projects
+
+
+def test_both_runs_are_on_the_server_with_every_stage_metric_params_and_tags(server: str, two_runs):
+    client = mlflow.MlflowClient(tracking_uri=server)
+    experiment = client.get_experiment_by_name("shrinkflow")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == set(two_runs)
+    for name, project in two_runs.items():
+        run, local = runs[name], json.loads((project / "data/08_reporting/metrics.json").read_text())
+        for stage in STAGES:
+            for key in ("accuracy", "packed_bytes", "artifact_bytes", "sparsity"):
+                assert run.data.metrics[f"{stage}.{key}"] == pytest.approx(local[stage][key]), (name, stage, key)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout
+        assert run.data.tags["mlflow.source.git.commit"] == commit.strip()
+        assert run.data.tags["method.prune"] == "magnitude"
+        assert run.data.tags["method.prune.distribution"].startswith("shrinkflow==")
+        assert run.data.tags["model"] == "mlp" and run.data.tags["dataset"] == "digits"
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"metrics.json", "report.md", "report.csv"} <= artifacts
+    half = runs["magnitude+soft_kd+half"]
+    assert half.data.params["prune.options.magnitude.sparsity"] == "0.5"
+    assert half.data.params["quantize.method"] == "half"
+    assert runs["magnitude+soft_kd+dynamic_int8"].data.params["prune.options.magnitude.sparsity"] == "0.7"
+
+
+def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_plot(server: str, two_runs, tmp_path):
+    project = next(iter(two_runs.values()))
+    out = _run(
+        [str(BIN / "kedro"), "shrinkflow", "compare", "--metrics", "accuracy,packed_bytes",
+         "--plot", str(tmp_path / "pareto.png"), "--csv", str(tmp_path / "runs.csv")],
+        project, server,
+    ).stdout
+    assert "2 run(s) of experiment 'shrinkflow'" in out
+    table = [line for line in out.splitlines() if line.startswith("| magnitude+")]
+    assert len(table) >= 8  # 2 runs x 4 stages, then the Pareto rows
+    csv = tmp_path.joinpath("runs.csv").read_text()
+    for name, project in two_runs.items():
+        local = json.loads((project / "data/08_reporting/metrics.json").read_text())
+        assert name in csv
+        assert f"{local['quantized']['packed_bytes']:,}".replace(",", "") in out.replace(",", "")
+    assert tmp_path.joinpath("pareto.png").stat().st_size > 5_000
+    # a tag filter narrows the list to one run
+    one = _run([str(BIN / "kedro"), "shrinkflow", "compare", "--tag", "method.quantize=half",
+                "--plot", str(tmp_path / "p2.png")], project, server).stdout
+    assert "1 run(s)" in one and "magnitude+soft_kd+half" in one
+
+
+def test_the_logged_final_model_loads_from_the_server_and_predicts_like_the_artifact(server: str, two_runs):
+    mlflow.set_tracking_uri(server)
+    client = mlflow.MlflowClient(tracking_uri=server)
+    experiment = client.get_experiment_by_name("shrinkflow")
+    for run in client.search_runs([experiment.experiment_id]):
+        project = two_runs[run.info.run_name]
+        test = SplitDataset(str(project / "data/05_model_input/test.pt")).load()
+        saved = artifact.load(project / "data/06_models/quantized.pt")
+        served = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        logits = served.predict(test.x.numpy())
+        expected = predict(saved.model, test.x).numpy()
+        assert logits.shape == (len(test), test.num_classes)
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+        assert (logits.argmax(1) == expected.argmax(1)).all()
+        with pytest.raises(Exception, match=r"1, 8, 8\)"):
+            served.predict(np.zeros((2, 64), dtype=np.float32))
