@@ -61,10 +61,11 @@ def _split(value: str, option: str, allowed: tuple[str, ...] | None = None) -> l
     show_default=True, help="Where to write the accuracy-size plot.",
 )
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as CSV.")
+@click.option("--partial", is_flag=True, help="Also list runs that evaluated only some stages (single DVC stages).")
 @click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the project's mlflow.db.")
 def compare(
     experiment: str, metrics: str, stages: str, filter_string: str, tags: tuple[str, ...], max_runs: int,
-    size_metric: str, plot: Path, csv_path: Path | None, tracking_uri: str | None,
+    size_metric: str, plot: Path, csv_path: Path | None, partial: bool, tracking_uri: str | None,
 ) -> None:
     """Per-stage metrics of tracked runs side by side, and accuracy against size with the Pareto front."""
     from shrinkflow import compare as cmp
@@ -81,6 +82,7 @@ def compare(
         runs = cmp.load_runs(
             uri, experiment, filter_string=filter_string, tags=_parse_tags(tags),
             metrics=metric_names, stages=stage_names, max_runs=max_runs,
+            partial=partial,
         )
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc

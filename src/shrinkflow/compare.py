@@ -35,8 +35,12 @@ def load_runs(
     metrics: Sequence[str] = ("accuracy", "packed_bytes"),
     stages: Sequence[str] = STAGES,
     max_runs: int = 100,
+    partial: bool = False,
 ) -> pd.DataFrame:
-    """One row per run that evaluated at least one stage, newest first.
+    """One row per run that evaluated every requested stage (any of them with ``partial``), newest first.
+
+    A full ``kedro run`` and the ``report`` stage of ``dvc repro`` evaluate every stage; the
+    per-stage DVC runs (``evaluate@pruned``...) only their own, and are left out unless ``partial``.
 
     Columns: run id, name, user, start time, DVC experiment, git commit, then ``<stage>.<metric>``
     for every requested stage and metric (NaN where a run did not evaluate that stage). ``tags``
@@ -59,7 +63,8 @@ def load_runs(
     wanted = [f"{stage}.{metric}" for stage in stages for metric in metrics]
     for run in runs:
         values = run.data.metrics
-        if not any(f"{stage}.accuracy" in values for stage in stages):
+        evaluated = [f"{stage}.accuracy" in values for stage in stages]
+        if not (any(evaluated) if partial else all(evaluated)):
             continue
         row: dict[str, Any] = {
             "run_id": run.info.run_id,

@@ -143,7 +143,9 @@ class TrackingHook:
             if isinstance(name, str) and name in plugins.available(group):
                 tags.update(_plugin_tags(key, plugins.info(group, name).to_dict()))
         names = run_params.get("pipeline_names") or ["__default__"]
-        if names == ["__default__"]:
+        if os.environ.get("DVC_STAGE"):
+            tags["mlflow.runName"] = os.environ["DVC_STAGE"]  # e.g. evaluate@pruned
+        elif names == ["__default__"]:
             # "__default__" tells a reader nothing; name the run by its recipe, as people compare them.
             methods = [getattr(self._params.get(k), "method", None) for k in ("prune", "distill", "quantize")]
             tags["mlflow.runName"] = "+".join(str(m) for m in methods if m is not None) or "__default__"

@@ -12,15 +12,7 @@ from torch import nn
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.data import Split
 from shrinkflow.core.models import MLP
-from shrinkflow.core.training import (
-    EpochLog,
-    TrainConfig,
-    evaluate,
-    fit,
-    predict,
-    random_shift,
-    seed_everything,
-)
+from shrinkflow.core.training import EpochLog, TrainConfig, evaluate, fit, predict, seed_everything
 
 FAST = TrainConfig(epochs=3, batch_size=16, lr=1e-2, lr_schedule="constant")
 
@@ -185,8 +177,6 @@ def test_predict_runs_in_eval_mode_without_gradients(small):
         ),
         ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is invalid: expected one of ['adam', 'sgd']"),
         ({"lr_schedule": "step"}, "lr_schedule='step' is invalid: expected one of ['constant', 'cosine']"),
-        ({"shift": 9}, "shift=9 is invalid: expected an integer with 0 <= shift <= 8"),
-        ({"shift": -1}, "shift=-1 is invalid: expected an integer with 0 <= shift <= 8"),
     ],
 )
 def test_train_config_rejects_bad_values_with_a_message(options, message):
@@ -206,47 +196,3 @@ def test_seed_everything_turns_on_deterministic_algorithms():
     a = torch.rand(3)
     seed_everything(0)
     assert torch.equal(a, torch.rand(3))
-
-
-# --- random_shift -----------------------------------------------------------------------------------
-
-
-def test_random_shift_moves_each_image_by_its_own_offset_within_the_bound():
-    # One bright pixel per image at (10, 10): after the shift it must sit within 2 px of it, with the
-    # image otherwise empty, and 64 images must not all move the same way.
-    x = torch.zeros(64, 1, 20, 20)
-    x[:, 0, 10, 10] = 1.0
-    out = random_shift(x, 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
-    assert torch.equal(out.sum((1, 2, 3)), torch.ones(64))
-    where = out[:, 0].flatten(1).argmax(1)
-    rows, cols = where // 20, where % 20
-    assert int((rows - 10).abs().max()) <= 2 and int((cols - 10).abs().max()) <= 2
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10
-    assert torch.equal(x[:, 0, 10, 10], torch.ones(64))  # the input is not modified
-
-
-def test_random_shift_fills_with_zeros_and_zero_is_the_identity():
-    x = torch.ones(200, 1, 8, 8)
-    out = random_shift(x, 3, torch.Generator().manual_seed(1))
-    assert 0 < float(out.mean()) < 1  # some rows/columns shifted in as zeros
-    assert random_shift(x, 0, torch.Generator()) is x
-
-
-def test_random_shift_needs_image_batches():
-    with pytest.raises(ValueError, match=r"shift=2 needs image batches of shape \(N, C, H, W\); got \(4, 64\)"):
-        random_shift(torch.zeros(4, 64), 2, torch.Generator())
-
-
-def test_fit_with_shift_trains_on_shifted_views(small):
-    seen: list[torch.Tensor] = []
-
-    def loss(logits, x, y):
-        seen.append(x)
-        return F.cross_entropy(logits, y)
-
-    model = MLP(small.input_shape, small.num_classes, hidden=(16,))
-    fit(model, small, TrainConfig(epochs=1, batch_size=len(small), shift=1), loss_fn=loss)
-    order_free = lambda t: t.flatten(1).sort(0).values  # noqa: E731
-    assert seen[0].shape == small.x.shape
-    assert not torch.equal(order_free(seen[0]), order_free(small.x))

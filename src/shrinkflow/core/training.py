@@ -15,7 +15,7 @@ from torch import nn
 from shrinkflow.core.config import Config, check_choice, check_range
 from shrinkflow.core.data import Split
 
-__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "predict", "random_shift", "seed_everything"]
+__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "predict", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ class TrainConfig(Config):
     weight_decay: float = 0.0
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
-    #: Random translation of each training image by up to ``shift`` pixels in x and y (zero
-    #: filled), drawn per sample and per batch; 0 turns it off. Every loss sees the shifted batch,
-    #: so a distillation teacher labels the same view as the student ("consistent teaching",
-    #: Beyer et al. 2022; Hinton et al. 2015 jittered MNIST by up to 2 px the same way).
-    shift: int = 0
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 0, 10_000, integer=True)
@@ -54,7 +49,6 @@ class TrainConfig(Config):
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
         check_choice("optimizer", self.optimizer, ["adam", "sgd"])
         check_choice("lr_schedule", self.lr_schedule, ["constant", "cosine"])
-        check_range("shift", self.shift, 0, 8, integer=True)
 
 
 @dataclass
@@ -64,26 +58,6 @@ class EpochLog:
     train_accuracy: float
     val_accuracy: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
-
-
-def random_shift(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
-    """Each image of ``x`` (N, C, H, W) translated by its own random offset in [-pixels, pixels]^2.
-
-    Written here rather than taken from torchvision, which the project does not depend on and whose
-    ``RandomAffine`` draws one offset per call, not per sample. One pad, then one gather per offset.
-    """
-    if pixels == 0:
-        return x
-    if x.ndim != 4:
-        raise ValueError(f"shift={pixels} needs image batches of shape (N, C, H, W); got {tuple(x.shape)}")
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pixels, pixels, pixels, pixels))
-    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=gen)
-    out = torch.empty_like(x)
-    for dy, dx in torch.unique(offsets, dim=0).tolist():
-        rows = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().squeeze(1)
-        out[rows] = padded[rows, :, dy : dy + h, dx : dx + w]
-    return out
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -124,7 +98,7 @@ def fit(
         total_loss, correct = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            xb, yb = random_shift(train.x[idx], cfg.shift, gen), train.y[idx]
+            xb, yb = train.x[idx], train.y[idx]
             logits = model(xb)
             loss = loss_fn(logits, xb, yb)
             if not torch.isfinite(loss):
