@@ -16,7 +16,8 @@ def brute_force(size: list[float], acc: list[float]) -> list[bool]:
     n = len(size)
     return [
         not any(
-            size[j] <= size[i] and acc[j] >= acc[i] and (size[j] < size[i] or acc[j] > acc[i]) for j in range(n)
+            size[j] <= size[i] and acc[j] >= acc[i] and (size[j] < size[i] or acc[j] > acc[i])
+            for j in range(n)
         )
         for i in range(n)
     ]
@@ -45,12 +46,26 @@ def test_pareto_front_of_nothing_is_empty():
 def runs_frame() -> pd.DataFrame:
     return pd.DataFrame(
         [
-            {"run_id": "a" * 32, "run_name": "agp+soft_kd+weight_sharing", "user": "ann", "dvc_exp": None,
-             "teacher.accuracy": 0.98, "teacher.packed_bytes": 1_000_000.0,
-             "quantized.accuracy": 0.979, "quantized.packed_bytes": 25_000.0},
-            {"run_id": "b" * 32, "run_name": "magnitude+none+dynamic_int8", "user": "bob", "dvc_exp": "exp-1",
-             "teacher.accuracy": 0.98, "teacher.packed_bytes": 1_000_000.0,
-             "quantized.accuracy": 0.975, "quantized.packed_bytes": 90_000.0},
+            {
+                "run_id": "a" * 32,
+                "run_name": "agp+soft_kd+weight_sharing",
+                "user": "ann",
+                "dvc_exp": None,
+                "teacher.accuracy": 0.98,
+                "teacher.packed_bytes": 1_000_000.0,
+                "quantized.accuracy": 0.979,
+                "quantized.packed_bytes": 25_000.0,
+            },
+            {
+                "run_id": "b" * 32,
+                "run_name": "magnitude+none+dynamic_int8",
+                "user": "bob",
+                "dvc_exp": "exp-1",
+                "teacher.accuracy": 0.98,
+                "teacher.packed_bytes": 1_000_000.0,
+                "quantized.accuracy": 0.975,
+                "quantized.packed_bytes": 90_000.0,
+            },
         ]
     )
 
@@ -67,7 +82,7 @@ def test_stage_points_mark_the_front_and_the_plot_is_written(tmp_path: Path):
     points = stage_points(runs_frame(), "packed_bytes", ["teacher", "quantized"])
     front = points[points["pareto"]]
     # bob's int8 model (90 KB, 0.975) is beaten by ann's 25 KB at 0.979; both teachers tie at the top.
-    assert sorted(zip(front["run_name"], front["stage"])) == [
+    assert sorted(zip(front["run_name"], front["stage"], strict=True)) == [
         ("agp+soft_kd+weight_sharing", "quantized"),
         ("agp+soft_kd+weight_sharing", "teacher"),
         ("magnitude+none+dynamic_int8", "teacher"),

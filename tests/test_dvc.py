@@ -52,7 +52,10 @@ def digests(repo: Path) -> dict[str, str]:
 def make_repo(dest: Path) -> Path:
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for name in files:
         if name.startswith(NEEDED) and (ROOT / name).is_file():
@@ -60,7 +63,11 @@ def make_repo(dest: Path) -> Path:
             shutil.copy2(ROOT / name, dest / name)
     # fewer timing repeats: this test is about the pipeline, not the latency figures
     evaluate = dest / "conf/base/parameters_evaluate.yml"
-    text = evaluate.read_text().replace("latency_runs: 200", "latency_runs: 20").replace("throughput_runs: 20", "throughput_runs: 5")
+    text = (
+        evaluate.read_text()
+        .replace("latency_runs: 200", "latency_runs: 20")
+        .replace("throughput_runs: 20", "throughput_runs: 5")
+    )
     evaluate.write_text(text)
     git(dest, "init", "-q", "-b", "main")
     git(dest, "add", "-A")
@@ -83,8 +90,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_repro_runs_every_stage_then_nothing(repo: dict):
     assert ran(repo["first"]) == [
-        "data", "train_teacher", "prune", "distill", "quantize",
-        "evaluate@teacher", "evaluate@pruned", "evaluate@distilled", "evaluate@quantized", "report",
+        "data",
+        "train_teacher",
+        "prune",
+        "distill",
+        "quantize",
+        "evaluate@teacher",
+        "evaluate@pruned",
+        "evaluate@distilled",
+        "evaluate@quantized",
+        "report",
     ]
     assert ran(repo["second"]) == [] and "Data and pipelines are up to date" in repo["second"]
     print(f"second dvc repro: {repo['noop_seconds']:.1f} s, nothing to do")
@@ -100,7 +115,16 @@ def test_repro_runs_every_stage_then_nothing(repo: dict):
 def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: dict):
     path = repo["path"]
     before = digests(path)
-    out = sh(path, "dvc", "exp", "run", "-n", "half", "-S", "conf/base/parameters_quantize.yml:quantize.method=half")
+    out = sh(
+        path,
+        "dvc",
+        "exp",
+        "run",
+        "-n",
+        "half",
+        "-S",
+        "conf/base/parameters_quantize.yml:quantize.method=half",
+    )
     assert ran(out) == ["quantize", "evaluate@quantized", "report"]
     after = digests(path)
     assert {m for m in MODELS if before[m] != after[m]} == {"quantized"}
@@ -108,13 +132,18 @@ def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: di
     rows = {row["Experiment"] or row["rev"]: row for row in table}
     assert rows["half"]["quantize.method"] == "half" and rows["main"]["quantize.method"] == "dynamic_int8"
     for name in ("half", "main"):  # both with their metrics
-        assert float(rows[name]["quantized.accuracy"]) >= 0.95 and float(rows[name]["quantized.packed_bytes"]) > 0
+        assert (
+            float(rows[name]["quantized.accuracy"]) >= 0.95
+            and float(rows[name]["quantized.packed_bytes"]) > 0
+        )
     assert float(rows["half"]["quantized.packed_bytes"]) > float(rows["main"]["quantized.packed_bytes"])
     diff = sh(path, "dvc", "metrics", "diff", "--md")
     assert "quantized.packed_bytes" in diff
     # the experiment's MLflow runs carry its name
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("shrinkflow").experiment_id], "tags.DVC_EXP_NAME = 'half'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("shrinkflow").experiment_id], "tags.DVC_EXP_NAME = 'half'"
+    )
     assert sorted(r.info.run_name for r in runs) == ["evaluate@quantized", "quantize", "report"]
 
 
@@ -137,13 +166,25 @@ def test_push_then_pull_into_a_second_clone_restores_identical_models(repo: dict
 def test_a_queued_experiment_runs_and_its_mlflow_runs_carry_its_name(repo: dict):
     path = repo["path"]
     # bf16 (not the fp16 of the experiment above: DVC's run cache would restore that without running)
-    sh(path, "dvc", "exp", "run", "--queue", "-n", "queued-bf16", "-S",
-       "conf/base/parameters_quantize.yml:quantize.method=half", "-S",
-       "conf/base/parameters_quantize.yml:quantize.options.half.dtype=bfloat16")
+    sh(
+        path,
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-n",
+        "queued-bf16",
+        "-S",
+        "conf/base/parameters_quantize.yml:quantize.method=half",
+        "-S",
+        "conf/base/parameters_quantize.yml:quantize.options.half.dtype=bfloat16",
+    )
     sh(path, "dvc", "queue", "start")
     deadline = time.monotonic() + 600
     while "Success" not in (status := sh(path, "dvc", "queue", "status")):
-        assert "Failed" not in status and time.monotonic() < deadline, status + sh(path, "dvc", "queue", "logs", "queued-bf16")
+        assert "Failed" not in status and time.monotonic() < deadline, status + sh(
+            path, "dvc", "queue", "logs", "queued-bf16"
+        )
         time.sleep(3)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}/mlflow.db")
     runs = client.search_runs(

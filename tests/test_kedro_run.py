@@ -112,6 +112,29 @@ def test_every_stage_artifact_reloads_in_a_new_process(default_run: Path):
         assert evaluate(loaded.model, test)[0] == metrics(default_run)[stage]["accuracy"], stage
 
 
+def test_with_no_server_and_no_variable_the_run_is_recorded_in_the_projects_sqlite_store(default_run: Path):
+    import mlflow
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{default_run}/mlflow.db")
+    experiment = client.get_experiment_by_name("shrinkflow")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "magnitude+soft_kd+dynamic_int8"
+    document = metrics(default_run)
+    for stage in STAGES:
+        assert run.data.metrics[f"{stage}.accuracy"] == pytest.approx(document[stage]["accuracy"])
+    assert run.data.params["prune.options.magnitude.sparsity"] == "0.7"
+    assert run.data.params["train_teacher.model.name"] == "mlp"
+    assert {"metrics.json", "report.md", "report.csv"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
+    # MLflow 3 keeps logged models beside the run (``runs:/<id>/model`` resolves to it)
+    (model,) = client.search_logged_models([experiment.experiment_id])
+    assert model.name == "model" and model.source_run_id == run.info.run_id
+    # artifacts stay inside the project, beside the store
+    assert run.info.artifact_uri.startswith((default_run / "mlartifacts").as_uri())
+
+
 def _hashes(project: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (project / "data").rglob("*.*")}
 

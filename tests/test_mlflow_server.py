@@ -36,10 +36,23 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home}/mlflow.db",
-         "--artifacts-destination", str(home / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home}/mlflow.db",
+            "--artifacts-destination",
+            str(home / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": ""},
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -75,8 +88,11 @@ def two_runs(server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     }.items():
         project = make_project(tmp_path_factory.mktemp("project"))
         subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x", "--allow-empty"],
-                       cwd=project, check=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x", "--allow-empty"],
+            cwd=project,
+            check=True,
+        )
         _run([str(BIN / "kedro"), "run", "--params", params], project, server)
         projects[name] = project
     return projects
@@ -91,8 +107,14 @@ def test_both_runs_are_on_the_server_with_every_stage_metric_params_and_tags(ser
         run, local = runs[name], json.loads((project / "data/08_reporting/metrics.json").read_text())
         for stage in STAGES:
             for key in ("accuracy", "packed_bytes", "artifact_bytes", "sparsity"):
-                assert run.data.metrics[f"{stage}.{key}"] == pytest.approx(local[stage][key]), (name, stage, key)
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout
+                assert run.data.metrics[f"{stage}.{key}"] == pytest.approx(local[stage][key]), (
+                    name,
+                    stage,
+                    key,
+                )
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True
+        ).stdout
         assert run.data.tags["mlflow.source.git.commit"] == commit.strip()
         assert run.data.tags["method.prune"] == "magnitude"
         assert run.data.tags["method.prune.distribution"].startswith("shrinkflow==")
@@ -105,12 +127,24 @@ def test_both_runs_are_on_the_server_with_every_stage_metric_params_and_tags(ser
     assert runs["magnitude+soft_kd+dynamic_int8"].data.params["prune.options.magnitude.sparsity"] == "0.7"
 
 
-def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_plot(server: str, two_runs, tmp_path):
+def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_plot(
+    server: str, two_runs, tmp_path
+):
     project = next(iter(two_runs.values()))
     out = _run(
-        [str(BIN / "kedro"), "shrinkflow", "compare", "--metrics", "accuracy,packed_bytes",
-         "--plot", str(tmp_path / "pareto.png"), "--csv", str(tmp_path / "runs.csv")],
-        project, server,
+        [
+            str(BIN / "kedro"),
+            "shrinkflow",
+            "compare",
+            "--metrics",
+            "accuracy,packed_bytes",
+            "--plot",
+            str(tmp_path / "pareto.png"),
+            "--csv",
+            str(tmp_path / "runs.csv"),
+        ],
+        project,
+        server,
     ).stdout
     assert "2 run(s) of experiment 'shrinkflow'" in out
     table = [line for line in out.splitlines() if line.startswith("| magnitude+")]
@@ -122,8 +156,19 @@ def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_pl
         assert f"{local['quantized']['packed_bytes']:,}".replace(",", "") in out.replace(",", "")
     assert tmp_path.joinpath("pareto.png").stat().st_size > 5_000
     # a tag filter narrows the list to one run
-    one = _run([str(BIN / "kedro"), "shrinkflow", "compare", "--tag", "method.quantize=half",
-                "--plot", str(tmp_path / "p2.png")], project, server).stdout
+    one = _run(
+        [
+            str(BIN / "kedro"),
+            "shrinkflow",
+            "compare",
+            "--tag",
+            "method.quantize=half",
+            "--plot",
+            str(tmp_path / "p2.png"),
+        ],
+        project,
+        server,
+    ).stdout
     assert "1 run(s)" in one and "magnitude+soft_kd+half" in one
 
 

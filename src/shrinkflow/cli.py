@@ -43,29 +43,60 @@ def _split(value: str, option: str, allowed: tuple[str, ...] | None = None) -> l
 @shrinkflow.command()
 @click.option("--experiment", default="shrinkflow", show_default=True, help="MLflow experiment name.")
 @click.option(
-    "--metrics", default="accuracy,packed_bytes,artifact_bytes", show_default=True,
+    "--metrics",
+    default="accuracy,packed_bytes,artifact_bytes",
+    show_default=True,
     help="Comma-separated metric names, shown for every stage.",
 )
 @click.option(
-    "--stages", default="teacher,pruned,distilled,quantized", show_default=True, help="Comma-separated stages."
+    "--stages",
+    default="teacher,pruned,distilled,quantized",
+    show_default=True,
+    help="Comma-separated stages.",
 )
-@click.option("--filter", "filter_string", default="", help="An MLflow search filter, e.g. \"params.`prune.method` = 'agp'\".")
+@click.option(
+    "--filter",
+    "filter_string",
+    default="",
+    help="An MLflow search filter, e.g. \"params.`prune.method` = 'agp'\".",
+)
 @click.option("--tag", "tags", multiple=True, help="KEY=VALUE: only runs with this tag (repeatable).")
 @click.option("--max-runs", default=50, show_default=True, type=click.IntRange(1, 50_000))
 @click.option(
-    "--size-metric", default="packed_bytes", show_default=True,
-    type=click.Choice(["packed_bytes", "artifact_bytes", "params_nonzero"]), help="x axis of the Pareto plot.",
+    "--size-metric",
+    default="packed_bytes",
+    show_default=True,
+    type=click.Choice(["packed_bytes", "artifact_bytes", "params_nonzero"]),
+    help="x axis of the Pareto plot.",
 )
 @click.option(
-    "--plot", type=click.Path(dir_okay=False, path_type=Path), default=Path("data/08_reporting/compare.png"),
-    show_default=True, help="Where to write the accuracy-size plot.",
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("data/08_reporting/compare.png"),
+    show_default=True,
+    help="Where to write the accuracy-size plot.",
 )
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as CSV.")
-@click.option("--partial", is_flag=True, help="Also list runs that evaluated only some stages (single DVC stages).")
-@click.option("--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the project's mlflow.db.")
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table as CSV."
+)
+@click.option(
+    "--partial", is_flag=True, help="Also list runs that evaluated only some stages (single DVC stages)."
+)
+@click.option(
+    "--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the project's mlflow.db."
+)
 def compare(
-    experiment: str, metrics: str, stages: str, filter_string: str, tags: tuple[str, ...], max_runs: int,
-    size_metric: str, plot: Path, csv_path: Path | None, partial: bool, tracking_uri: str | None,
+    experiment: str,
+    metrics: str,
+    stages: str,
+    filter_string: str,
+    tags: tuple[str, ...],
+    max_runs: int,
+    size_metric: str,
+    plot: Path,
+    csv_path: Path | None,
+    partial: bool,
+    tracking_uri: str | None,
 ) -> None:
     """Per-stage metrics of tracked runs side by side, and accuracy against size with the Pareto front."""
     from shrinkflow import compare as cmp
@@ -80,14 +111,21 @@ def compare(
     uri = tracking_uri or default_uri()
     try:
         runs = cmp.load_runs(
-            uri, experiment, filter_string=filter_string, tags=_parse_tags(tags),
-            metrics=metric_names, stages=stage_names, max_runs=max_runs,
+            uri,
+            experiment,
+            filter_string=filter_string,
+            tags=_parse_tags(tags),
+            metrics=metric_names,
+            stages=stage_names,
+            max_runs=max_runs,
             partial=partial,
         )
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     if runs.empty:
-        raise click.ClickException(f"no evaluated runs in experiment {experiment!r} at {uri} matching the filter")
+        raise click.ClickException(
+            f"no evaluated runs in experiment {experiment!r} at {uri} matching the filter"
+        )
     points = cmp.stage_points(runs, size_metric, stage_names)
     click.echo(f"{len(runs)} run(s) of experiment {experiment!r} at {uri}\n")
     table = cmp.by_stage(runs, metric_names, stage_names).fillna("")
@@ -95,7 +133,9 @@ def compare(
     front = points[points["pareto"]].sort_values("size")
     click.echo(f"\nPareto front (accuracy vs {size_metric}):")
     front = front.assign(run_id=front["run_id"].str[:8])
-    click.echo(front[["run_name", "run_id", "stage", "size", "accuracy"]].to_markdown(index=False, floatfmt=".4g"))
+    click.echo(
+        front[["run_name", "run_id", "stage", "size", "accuracy"]].to_markdown(index=False, floatfmt=".4g")
+    )
     cmp.plot_pareto(points, size_metric, plot)
     click.echo(f"\nplot: {plot}")
     if csv_path is not None:

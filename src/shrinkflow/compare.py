@@ -55,9 +55,14 @@ def load_runs(
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise LookupError(f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}")
+        raise LookupError(
+            f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}"
+        )
     runs = client.search_runs(
-        [found.experiment_id], " and ".join(clauses), max_results=max_runs, order_by=["attributes.start_time DESC"]
+        [found.experiment_id],
+        " and ".join(clauses),
+        max_results=max_runs,
+        order_by=["attributes.start_time DESC"],
     )
     rows: list[dict[str, Any]] = []
     wanted = [f"{stage}.{metric}" for stage in stages for metric in metrics]
@@ -89,8 +94,14 @@ def by_stage(runs: pd.DataFrame, metrics: Sequence[str], stages: Sequence[str] =
             if all(v is None or pd.isna(v) for v in values.values()):
                 continue
             rows.append(
-                {"run": run["run_name"], "run_id": run["run_id"][:8], "user": run["user"],
-                 "dvc_exp": run["dvc_exp"], "stage": stage, **values}
+                {
+                    "run": run["run_name"],
+                    "run_id": run["run_id"][:8],
+                    "user": run["user"],
+                    "dvc_exp": run["dvc_exp"],
+                    "stage": stage,
+                    **values,
+                }
             )
     table = pd.DataFrame(rows, columns=["run", "run_id", "user", "dvc_exp", "stage", *metrics])
     for m in metrics:  # byte and parameter counts print as integers, not 3.404e+05
@@ -108,7 +119,13 @@ def stage_points(runs: pd.DataFrame, size_metric: str, stages: Sequence[str] = S
             size, acc = run.get(f"{stage}.{size_metric}"), run.get(f"{stage}.accuracy")
             if size is not None and acc is not None and pd.notna(size) and pd.notna(acc):
                 points.append(
-                    {"run_id": run["run_id"], "run_name": run["run_name"], "stage": stage, "size": float(size), "accuracy": float(acc)}
+                    {
+                        "run_id": run["run_id"],
+                        "run_name": run["run_name"],
+                        "stage": stage,
+                        "size": float(size),
+                        "accuracy": float(acc),
+                    }
                 )
     frame = pd.DataFrame(points, columns=["run_id", "run_name", "stage", "size", "accuracy"])
     frame["pareto"] = pareto_front(frame["size"].tolist(), frame["accuracy"].tolist()) if len(frame) else []
@@ -145,10 +162,17 @@ def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
         ax.scatter(group["size"], 100 * group["accuracy"], label=stage, alpha=0.8)
     front = points[points["pareto"]].sort_values("size")
     if len(front):
-        ax.step(front["size"], 100 * front["accuracy"], where="post", color="black", lw=1, label="Pareto front")
+        ax.step(
+            front["size"], 100 * front["accuracy"], where="post", color="black", lw=1, label="Pareto front"
+        )
         for _, p in front.iterrows():
-            ax.annotate(f"{p['run_name']}:{p['stage']}", (p["size"], 100 * p["accuracy"]), fontsize=7,
-                        xytext=(3, -9), textcoords="offset points")
+            ax.annotate(
+                f"{p['run_name']}:{p['stage']}",
+                (p["size"], 100 * p["accuracy"]),
+                fontsize=7,
+                xytext=(3, -9),
+                textcoords="offset points",
+            )
     ax.set_xscale("log")
     ax.set_xlabel(f"{size_metric} (log scale)")
     ax.set_ylabel("accuracy (%)")

@@ -139,7 +139,10 @@ class TrackingHook:
             tags["DVC_STAGE"] = os.environ["DVC_STAGE"]
         teacher = self._params.get("train_teacher")
         model = getattr(getattr(teacher, "model", None), "name", None)
-        for key, group, name in (("model", plugins.MODELS, model), ("dataset", plugins.DATASETS, self._raw_plugin)):
+        for key, group, name in (
+            ("model", plugins.MODELS, model),
+            ("dataset", plugins.DATASETS, self._raw_plugin),
+        ):
             if isinstance(name, str) and name in plugins.available(group):
                 tags.update(_plugin_tags(key, plugins.info(group, name).to_dict()))
         names = run_params.get("pipeline_names") or ["__default__"]

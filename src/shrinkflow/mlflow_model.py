@@ -28,7 +28,7 @@ class ShrinkflowModel(mlflow.pyfunc.PythonModel):
         self._artifact = artifact.load(context.artifacts["artifact"])
 
     # No type hints: MLflow would read them as a schema; the signature is logged explicitly instead.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # noqa: ANN001
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         import torch
 
         from shrinkflow.core.training import predict
@@ -36,7 +36,9 @@ class ShrinkflowModel(mlflow.pyfunc.PythonModel):
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         expected = tuple(self._artifact.input_shape)
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"input of shape {tuple(x.shape)}: expected (N, {', '.join(map(str, expected))})")
+            raise ValueError(
+                f"input of shape {tuple(x.shape)}: expected (N, {', '.join(map(str, expected))})"
+            )
         return predict(self._artifact.model, x).numpy()
 
 

@@ -107,7 +107,9 @@ class SplitDataset(AbstractDataset[Split, Split]):
         payload = art._read(Path(self._filepath), "split file")
         if not isinstance(payload, dict) or set(payload) != {"x", "y", "num_classes"}:
             keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
-            raise DataError(f"split file {str(self._filepath)!r} holds {keys}; expected keys ['num_classes', 'x', 'y']")
+            raise DataError(
+                f"split file {str(self._filepath)!r} holds {keys}; expected keys ['num_classes', 'x', 'y']"
+            )
         split = Split(payload["x"], payload["y"], int(payload["num_classes"]))
         return check_split(split, str(self._filepath))
 
@@ -115,7 +117,9 @@ class SplitDataset(AbstractDataset[Split, Split]):
         if not isinstance(data, Split):
             raise DatasetError(f"{self._filepath}: expected a Split to save, got {type(data).__name__}")
         buffer = io.BytesIO()
-        torch.save({"x": data.x.contiguous(), "y": data.y.contiguous(), "num_classes": data.num_classes}, buffer)
+        torch.save(
+            {"x": data.x.contiguous(), "y": data.y.contiguous(), "num_classes": data.num_classes}, buffer
+        )
         art.atomic_write(Path(self._filepath), buffer.getvalue())
 
     def _exists(self) -> bool:
