@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 
 import pytest
@@ -13,6 +15,7 @@ from shrinkflow.core.measure import layer_sparsity
 from shrinkflow.core.models import MLP
 from shrinkflow.core.sparsity import prunable
 from shrinkflow.core.training import evaluate
+from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, kd_loss
 from shrinkflow.methods.pruning.agp import AGPConfig, cubic_schedule, plugin
 
 
@@ -53,6 +56,38 @@ def test_per_layer_targets_and_accuracy_recovers(trained_mlp, make_ctx, digits_s
     assert evaluate(out, test)[0] >= before - 0.03  # 90% of the hidden layer gone, accuracy kept
 
 
+def _recording(ctx):
+    """The context, with ``fit`` recording the loss function each fine-tuning gets."""
+    losses: list = []
+
+    def fit(model, loss_fn=None, **kwargs):
+        losses.append(loss_fn)
+        return ctx.fit(model, loss_fn=loss_fn, **kwargs)
+
+    return dataclasses.replace(ctx, fit=fit), losses
+
+
+def test_kd_alpha_fine_tunes_on_the_dense_models_soft_targets(trained_mlp, make_ctx, digits_splits):
+    train = digits_splits[0]
+    dense = copy.deepcopy(trained_mlp)
+    ctx, losses = _recording(make_ctx(epochs=2, lr=1e-3))
+    cfg = AGPConfig(sparsity=0.9, steps=2, epochs_per_step=1, kd_alpha=0.7, temperature=4.0)
+    out = plugin.apply(trained_mlp, cfg, ctx)
+    assert len(losses) == 2 and None not in losses  # the step and the final fine-tuning
+    # the loss is KD against the model as it was before pruning, not against the pruned one
+    x, y = train.x[:64], train.y[:64]
+    with torch.no_grad():
+        logits = out(x)
+        expected = kd_loss(logits, dense(x), y, SoftKDConfig(temperature=4.0, alpha=0.7))
+        assert float(losses[0](logits, x, y)) == pytest.approx(float(expected), rel=1e-6)
+    weights = [m.weight for _, m in prunable(out)]
+    assert sum(int((w == 0).sum()) for w in weights) == pytest.approx(0.9 * sum(w.numel() for w in weights), abs=1)
+
+    ctx, losses = _recording(make_ctx(epochs=1))
+    plugin.apply(dense, AGPConfig(sparsity=0.5, steps=2, epochs_per_step=1), ctx)
+    assert losses == [None, None]  # kd_alpha=0: plain cross-entropy
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -61,6 +96,8 @@ def test_per_layer_targets_and_accuracy_recovers(trained_mlp, make_ctx, digits_s
         ({"steps": 0}, r"steps=0 .*1 <= steps"),
         ({"layer_sparsity": {"1": 1.5}}, r"layer_sparsity.1=1.5"),
         ({"scope": "row"}, r"scope='row'.*'global', 'layer'"),
+        ({"kd_alpha": 1.5}, r"kd_alpha=1.5 is invalid: expected a number with 0.0 <= kd_alpha <= 1.0"),
+        ({"temperature": 0}, r"temperature=0 is invalid"),
     ],
 )
 def test_config_errors_name_the_key_and_range(options, message):

@@ -39,7 +39,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, cfg: 
 
 def soft_target_loss(teacher: nn.Module, cfg: SoftKDConfig) -> LossFn:
     """``loss_fn(logits, x, y)`` of :func:`kd_loss` against ``teacher``'s logits on the same batch,
-    for methods that train on soft targets outside the distill stage (QAT, weight sharing)."""
+    for methods that train on soft targets outside the distill stage (AGP, QAT, weight sharing)."""
     teacher.eval()
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -9,10 +9,15 @@ re-ranks the surviving weights by magnitude (one global threshold or one per lay
 smallest with ``torch.nn.utils.prune`` and fine-tunes for ``epochs_per_step`` with the stage's
 training config; then the stage's full fine-tuning runs once more with the final masks. This is
 also Han et al.'s iterative pruning (Deep Compression, step 1) with a principled schedule.
+
+With ``kd_alpha > 0`` the fine-tuning learns from the soft targets of the dense model as it was
+before pruning (a frozen copy), mixed with the labels: pruning with self-distillation, as in
+Sanh et al.'s movement pruning (2020) and Hinton et al.'s soft targets.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -23,6 +28,7 @@ from torch.nn.utils import prune
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.method import Context, Method
 from shrinkflow.methods._select import check_names, select_layers
+from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, soft_target_loss
 
 __all__ = ["AGPConfig", "agp_prune", "cubic_schedule", "plugin"]
 
@@ -32,7 +38,9 @@ class AGPConfig(Config):
     """``sparsity``: final fraction of weights removed; ``initial_sparsity``: the schedule's start;
     ``steps``: pruning steps; ``epochs_per_step``: fine-tuning between steps; ``scope``: one global
     threshold or one per layer; ``layer_sparsity``: per-layer final targets overriding ``sparsity``
-    (implies per-layer thresholds for those layers); ``exclude``: layers left dense."""
+    (implies per-layer thresholds for those layers); ``exclude``: layers left dense;
+    ``kd_alpha``/``temperature``: weight and temperature of the dense model's soft targets during
+    fine-tuning (0: plain cross-entropy)."""
 
     sparsity: float = 0.9
     initial_sparsity: float = 0.0
@@ -41,6 +49,8 @@ class AGPConfig(Config):
     scope: str = "global"
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     exclude: list[str] = field(default_factory=list)
+    kd_alpha: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self) -> None:
         check_range("sparsity", self.sparsity, 0.0, 1.0, high_open=True)
@@ -53,6 +63,8 @@ class AGPConfig(Config):
         for name, value in self.layer_sparsity.items():
             check_range(f"layer_sparsity.{name}", value, 0.0, 1.0, high_open=True)
         check_names("exclude", self.exclude)
+        check_range("kd_alpha", self.kd_alpha, 0.0, 1.0)
+        check_range("temperature", self.temperature, 0.0, 100.0, low_open=True)
 
 
 def cubic_schedule(initial: float, final: float, steps: int) -> list[float]:
@@ -88,6 +100,10 @@ def agp_prune(model: nn.Module, cfg: AGPConfig, ctx: Context) -> nn.Module:
         for n, s in cfg.layer_sparsity.items()
     }
     shared_schedule = cubic_schedule(cfg.initial_sparsity, cfg.sparsity, cfg.steps)
+    loss_fn = None
+    if cfg.kd_alpha > 0:
+        dense = copy.deepcopy(model).eval().requires_grad_(False)
+        loss_fn = soft_target_loss(dense, SoftKDConfig(temperature=cfg.temperature, alpha=cfg.kd_alpha))
     for step in range(cfg.steps):
         masks: dict[str, torch.Tensor] = {}
         with torch.no_grad():
@@ -101,8 +117,8 @@ def agp_prune(model: nn.Module, cfg: AGPConfig, ctx: Context) -> nn.Module:
                 prune.remove(layers[n], "weight")  # bake the previous step's zeros, then re-mask
             prune.custom_from_mask(layers[n], "weight", mask)
         if cfg.epochs_per_step and step < cfg.steps - 1:
-            ctx.train_model(model, label=f"agp step {step + 1}/{cfg.steps}", cfg=step_cfg)
-    ctx.train_model(model, label="agp finetune")
+            ctx.train_model(model, loss_fn, label=f"agp step {step + 1}/{cfg.steps}", cfg=step_cfg)
+    ctx.train_model(model, loss_fn, label="agp finetune")
     for module in layers.values():
         prune.remove(module, "weight")
     return model
