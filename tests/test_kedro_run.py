@@ -125,9 +125,8 @@ def test_with_no_server_and_no_variable_the_run_is_recorded_in_the_projects_sqli
         assert run.data.metrics[f"{stage}.accuracy"] == pytest.approx(document[stage]["accuracy"])
     assert run.data.params["prune.options.magnitude.sparsity"] == "0.7"
     assert run.data.params["train_teacher.model.name"] == "mlp"
-    assert {"metrics.json", "report.md", "report.csv"} <= {
-        a.path for a in client.list_artifacts(run.info.run_id)
-    }
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "report.md", "report.csv", "accuracy_vs_size.png"} <= logged
     # MLflow 3 keeps logged models beside the run (``runs:/<id>/model`` resolves to it)
     (model,) = client.search_logged_models([experiment.experiment_id])
     assert model.name == "model" and model.source_run_id == run.info.run_id

@@ -120,7 +120,7 @@ def test_both_runs_are_on_the_server_with_every_stage_metric_params_and_tags(ser
         assert run.data.tags["method.prune.distribution"].startswith("shrinkflow==")
         assert run.data.tags["model"] == "mlp" and run.data.tags["dataset"] == "digits"
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"metrics.json", "report.md", "report.csv"} <= artifacts
+        assert {"metrics.json", "report.md", "report.csv", "accuracy_vs_size.png"} <= artifacts
     half = runs["magnitude+soft_kd+half"]
     assert half.data.params["prune.options.magnitude.sparsity"] == "0.5"
     assert half.data.params["quantize.method"] == "half"

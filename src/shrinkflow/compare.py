@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["STAGES", "by_stage", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
+__all__ = ["STAGES", "by_stage", "draw_pareto", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
 
 STAGES = ("teacher", "pruned", "distilled", "quantized")
 _INFO = {
@@ -150,14 +150,11 @@ def pareto_front(size: Sequence[float], accuracy: Sequence[float]) -> list[bool]
     return front
 
 
-def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
-    """Accuracy against size, one colour per stage, the Pareto front drawn as a step line."""
-    import matplotlib
+def draw_pareto(ax: Any, points: pd.DataFrame, size_metric: str) -> None:
+    """Accuracy (%) against size on ``ax``: one colour per stage, the Pareto front as a step line.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ``points`` has ``stage``, ``size``, ``accuracy``, ``pareto`` and ``label`` (annotates front points).
+    """
     for stage, group in points.groupby("stage", sort=False):
         ax.scatter(group["size"], 100 * group["accuracy"], label=stage, alpha=0.8)
     front = points[points["pareto"]].sort_values("size")
@@ -167,7 +164,7 @@ def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
         )
         for _, p in front.iterrows():
             ax.annotate(
-                f"{p['run_name']}:{p['stage']}",
+                p["label"],
                 (p["size"], 100 * p["accuracy"]),
                 fontsize=7,
                 xytext=(3, -9),
@@ -178,6 +175,17 @@ def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
+    """Write the accuracy-size plot of :func:`stage_points` (every run's stages) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    draw_pareto(ax, points.assign(label=points["run_name"] + ":" + points["stage"]), size_metric)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from shrinkflow.core.evaluation import with_compression_ratio
 
-__all__ = ["build_report"]
+__all__ = ["accuracy_size_figure", "build_report"]
 
 _COLUMNS = [
     ("accuracy", "accuracy", "{:.4f}"),
@@ -69,3 +69,35 @@ def _markdown(document: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def accuracy_size_figure(document: dict[str, Any]) -> Any:
+    """Accuracy against packed and artifact bytes for every evaluated stage, Pareto front marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shrinkflow.compare import draw_pareto, pareto_front
+
+    done = {stage: row for stage, row in document.items() if row.get("status") == "done"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("packed_bytes", "artifact_bytes"), strict=True):
+        points = pd.DataFrame(
+            [
+                {
+                    "stage": s,
+                    "size": float(r[metric]),
+                    "accuracy": float(r["accuracy"]),
+                    "label": f"{s} ({r['method']})",
+                }
+                for s, r in done.items()
+            ],
+            columns=["stage", "size", "accuracy", "label"],
+        )
+        points["pareto"] = pareto_front(points["size"].tolist(), points["accuracy"].tolist())
+        draw_pareto(ax, points, metric)
+    fig.suptitle("accuracy against size per stage")
+    fig.tight_layout()
+    plt.close(fig)  # the dataset saves it; keep pyplot's registry empty
+    return fig

@@ -81,7 +81,9 @@ def test_kd_alpha_fine_tunes_on_the_dense_models_soft_targets(trained_mlp, make_
         expected = kd_loss(logits, dense(x), y, SoftKDConfig(temperature=4.0, alpha=0.7))
         assert float(losses[0](logits, x, y)) == pytest.approx(float(expected), rel=1e-6)
     weights = [m.weight for _, m in prunable(out)]
-    assert sum(int((w == 0).sum()) for w in weights) == pytest.approx(0.9 * sum(w.numel() for w in weights), abs=1)
+    assert sum(int((w == 0).sum()) for w in weights) == pytest.approx(
+        0.9 * sum(w.numel() for w in weights), abs=1
+    )
 
     ctx, losses = _recording(make_ctx(epochs=1))
     plugin.apply(dense, AGPConfig(sparsity=0.5, steps=2, epochs_per_step=1), ctx)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -161,7 +163,7 @@ def test_report_marks_skipped_stages_and_computes_ratios():
         "sparsity": 0.0,
     }
     small = {**base, "accuracy": 0.975, "artifact_bytes": 100, "packed_bytes": 30}
-    document, markdown, table = report(
+    document, markdown, table, figure = report(
         base,
         base,
         small,
@@ -176,3 +178,13 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     assert document["quantized"]["accuracy_delta_pp"] == pytest.approx(-0.5)
     assert "| pruned | none | skipped |" in markdown
     assert list(table["stage"]) == ["teacher", "pruned", "distilled", "quantized"]
+    # the plot: packed and artifact sizes, the three evaluated stages each, skipped ones left out
+    packed, on_disk = figure.axes
+    assert packed.get_xlabel().startswith("packed_bytes") and on_disk.get_xlabel().startswith(
+        "artifact_bytes"
+    )
+    sizes = sorted(float(x) for c in packed.collections for x, _ in c.get_offsets())
+    assert sizes == [30.0, 30.0, 390.0]
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    assert buffer.getvalue()[:4] == b"\x89PNG"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from shrinkflow.report import build_report
+from shrinkflow.report import accuracy_size_figure, build_report
 
 
 def report(
@@ -17,9 +17,10 @@ def report(
     prune_record: dict[str, Any],
     distill_record: dict[str, Any],
     quantize_record: dict[str, Any],
-) -> tuple[dict[str, Any], str, pd.DataFrame]:
-    """metrics.json (by stage), a Markdown table and a CSV of every stage side by side."""
-    return build_report(
+) -> tuple[dict[str, Any], str, pd.DataFrame, Any]:
+    """metrics.json (by stage), a Markdown table, a CSV and an accuracy-size plot of every stage."""
+    document, markdown, table = build_report(
         {"teacher": teacher, "pruned": pruned, "distilled": distilled, "quantized": quantized},
         {"pruned": prune_record, "distilled": distill_record, "quantized": quantize_record},
     )
+    return document, markdown, table, accuracy_size_figure(document)

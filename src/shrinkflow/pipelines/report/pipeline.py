@@ -17,7 +17,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "distill_record",
                     "quantize_record",
                 ],
-                ["metrics_json", "report_md", "report_csv"],
+                ["metrics_json", "report_md", "report_csv", "accuracy_size_plot"],
                 name="report",
             )
         ]
