@@ -144,7 +144,11 @@ def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: di
     runs = client.search_runs(
         [client.get_experiment_by_name("shrinkflow").experiment_id], "tags.DVC_EXP_NAME = 'half'"
     )
-    assert sorted(r.info.run_name for r in runs) == ["evaluate@quantized", "quantize", "report"]
+    assert sorted(r.info.run_name for r in runs) == [
+        "half/evaluate@quantized",
+        "half/quantize",
+        "half/report",
+    ]
 
 
 def test_push_then_pull_into_a_second_clone_restores_identical_models(repo: dict, tmp_path: Path):
@@ -191,7 +195,8 @@ def test_a_queued_experiment_runs_and_its_mlflow_runs_carry_its_name(repo: dict)
         [client.get_experiment_by_name("shrinkflow").experiment_id], "tags.DVC_EXP_NAME = 'queued-bf16'"
     )
     # The queue runs in a copy under .dvc/tmp/exps/; its runs are recorded in this repo's store.
-    assert sorted(r.info.run_name for r in runs) == ["evaluate@quantized", "quantize", "report"]
-    report = next(r for r in runs if r.info.run_name == "report")
+    names = ["queued-bf16/evaluate@quantized", "queued-bf16/quantize", "queued-bf16/report"]
+    assert sorted(r.info.run_name for r in runs) == names
+    report = next(r for r in runs if r.info.run_name == "queued-bf16/report")
     assert report.data.metrics["quantized.accuracy"] >= 0.9
     assert "queued-bf16" in sh(path, "dvc", "exp", "show", "--md")

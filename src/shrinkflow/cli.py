@@ -133,6 +133,8 @@ def compare(
     front = points[points["pareto"]].sort_values("size")
     click.echo(f"\nPareto front (accuracy vs {size_metric}):")
     front = front.assign(run_id=front["run_id"].str[:8])
+    if (front["size"] % 1 == 0).all():
+        front["size"] = front["size"].astype("int64")
     click.echo(
         front[["run_name", "run_id", "stage", "size", "accuracy"]].to_markdown(index=False, floatfmt=".4g")
     )

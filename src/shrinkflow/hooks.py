@@ -147,7 +147,9 @@ class TrackingHook:
                 tags.update(_plugin_tags(key, plugins.info(group, name).to_dict()))
         names = run_params.get("pipeline_names") or ["__default__"]
         if os.environ.get("DVC_STAGE"):
-            tags["mlflow.runName"] = os.environ["DVC_STAGE"]  # e.g. evaluate@pruned
+            # e.g. "fp16/report" in `dvc exp run -n fp16`, "evaluate@pruned" in `dvc repro`
+            exp = os.environ.get("DVC_EXP_NAME")
+            tags["mlflow.runName"] = f"{exp}/{os.environ['DVC_STAGE']}" if exp else os.environ["DVC_STAGE"]
         elif names == ["__default__"]:
             # "__default__" tells a reader nothing; name the run by its recipe, as people compare them.
             methods = [getattr(self._params.get(k), "method", None) for k in ("prune", "distill", "quantize")]
