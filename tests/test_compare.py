@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from shrinkflow.compare import by_stage, pareto_front, plot_pareto, stage_points
+from shrinkflow.compare import by_stage, load_runs, pareto_front, plot_pareto, stage_points
 
 
 def brute_force(size: list[float], acc: list[float]) -> list[bool]:
@@ -89,4 +88,39 @@ def test_stage_points_mark_the_front_and_the_plot_is_written(tmp_path: Path):
     ]
     path = plot_pareto(points, "packed_bytes", tmp_path / "plot" / "compare.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
-    assert not math.isnan(points["size"].sum())
+
+
+def test_load_runs_keeps_complete_runs_counts_skipped_stages_and_pages_past_partial_ones(tmp_path: Path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("shrinkflow", artifact_location=(tmp_path / "a").as_uri())
+    full = {
+        f"{s}.{m}": v
+        for s in ("teacher", "pruned", "distilled", "quantized")
+        for m, v in (("accuracy", 0.97), ("packed_bytes", 1000.0))
+    }
+
+    def run(name: str, metrics: dict, tags: dict | None = None, t: int = 0) -> str:
+        r = client.create_run(exp, run_name=name, tags=tags or {}, start_time=1_000_000 + t)
+        for key, value in metrics.items():
+            client.log_metric(r.info.run_id, key, value)
+        client.set_terminated(r.info.run_id)
+        return r.info.run_id
+
+    run("old-full", full, t=0)
+    no_prune = {k: v for k, v in full.items() if not k.startswith("pruned.")}
+    run("skipped-prune", no_prune, {"method.prune": "none"}, t=1)
+    for i in range(3):  # newer single-stage runs, as `dvc repro` makes
+        run(f"evaluate@teacher-{i}", {"teacher.accuracy": 0.97}, t=10 + i)
+    runs = load_runs(uri, metrics=["accuracy", "packed_bytes"], max_runs=2)
+    assert list(runs["run_name"]) == ["skipped-prune", "old-full"]
+    assert pd.isna(runs.loc[0, "pruned.accuracy"]) and runs.loc[1, "quantized.packed_bytes"] == 1000.0
+    partial = load_runs(uri, max_runs=10, partial=True)
+    assert len(partial) == 5
+    assert list(load_runs(uri, tags={"method.prune": "none"})["run_name"]) == ["skipped-prune"]
+    with pytest.raises(
+        LookupError, match=r"no MLflow experiment 'other' .* experiments there: \['Default', 'shrinkflow'\]"
+    ):
+        load_runs(uri, "other")

@@ -128,7 +128,7 @@ def compare(
         )
     points = cmp.stage_points(runs, size_metric, stage_names)
     click.echo(f"{len(runs)} run(s) of experiment {experiment!r} at {uri}\n")
-    table = cmp.by_stage(runs, metric_names, stage_names).fillna("")
+    table = cmp.by_stage(runs, metric_names, stage_names).astype(object).fillna("")
     click.echo(table.to_markdown(index=False, floatfmt=".4g"))
     front = points[points["pareto"]].sort_values("size")
     click.echo(f"\nPareto front (accuracy vs {size_metric}):")

@@ -16,6 +16,7 @@ import pandas as pd
 __all__ = ["STAGES", "by_stage", "draw_pareto", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
 
 STAGES = ("teacher", "pruned", "distilled", "quantized")
+_RECORD = {"pruned": "prune", "distilled": "distill", "quantized": "quantize"}
 _INFO = {
     "run_id": "run_id",
     "tags.mlflow.runName": "run_name",
@@ -58,17 +59,17 @@ def load_runs(
         raise LookupError(
             f"no MLflow experiment {experiment!r} at {tracking_uri}; experiments there: {names}"
         )
-    runs = client.search_runs(
-        [found.experiment_id],
-        " and ".join(clauses),
-        max_results=max_runs,
-        order_by=["attributes.start_time DESC"],
-    )
     rows: list[dict[str, Any]] = []
     wanted = [f"{stage}.{metric}" for stage in stages for metric in metrics]
-    for run in runs:
+    for run in _search(client, found.experiment_id, " and ".join(clauses)):
+        if len(rows) >= max_runs:
+            break
         values = run.data.metrics
-        evaluated = [f"{stage}.accuracy" in values for stage in stages]
+        # a stage switched off (method none) counts as evaluated: the report marks it skipped
+        evaluated = [
+            f"{stage}.accuracy" in values or run.data.tags.get(f"method.{_RECORD.get(stage, '')}") == "none"
+            for stage in stages
+        ]
         if not (any(evaluated) if partial else all(evaluated)):
             continue
         row: dict[str, Any] = {
@@ -83,6 +84,24 @@ def load_runs(
         rows.append(row)
     columns = ["run_id", "run_name", "user", "start_time", "dvc_exp", "git_commit", *wanted]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> Any:
+    """Every matching run, newest first, a page at a time (completeness is judged after reading,
+    so ``max_results`` alone would cut complete runs behind incomplete single-stage DVC runs)."""
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string,
+            max_results=500,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def by_stage(runs: pd.DataFrame, metrics: Sequence[str], stages: Sequence[str] = STAGES) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 
 from shrinkflow import __version__, plugins
 from shrinkflow.core.training import seed_everything
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 STAGES = ("teacher", "pruned", "distilled", "quantized")
 #: The dataset holding the final compressed model, logged as an MLflow model.
 FINAL_MODEL = "quantized_model"
+RECORD_OF_STAGE = {"pruned": "prune", "distilled": "distill", "quantized": "quantize"}
 FAMILY_OF_RECORD = {
     "prune_record": plugins.PRUNERS,
     "distill_record": plugins.DISTILLERS,
@@ -52,21 +53,43 @@ class SeedHook:
         seed_everything(zlib.crc32(f"{self._seed}:{node.name}".encode()))
 
 
+def _plain(value: Any) -> Any:
+    return (
+        dataclasses.asdict(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type)
+        else value
+    )
+
+
 class MlflowParamsHook(MlflowHook):
-    """kedro-mlflow's hook, handed each stage's typed parameters as plain dicts.
+    """kedro-mlflow's hook, handed the typed parameters as plain dicts, and logging all of them.
 
     Kedro builds ``params:<stage>`` into validated dataclasses before nodes run; kedro-mlflow
     flattens dicts (``prune.options.agp.sparsity``) but would log a dataclass as one long repr.
-    Registered in ``settings.HOOKS`` in place of the plugin's own instance.
+    It also logs only the parameters of the nodes that run, so a DVC stage's run (one pipeline)
+    would carry only that stage's: here every parameter is logged when the run opens, and a
+    node's are logged again (same values) as kedro-mlflow does. Registered in ``settings.HOOKS``
+    in place of the plugin's own instance.
     """
 
     @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        super().after_context_created(context)
+        self._all_params = {k: _plain(v) for k, v in context.params.items()}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        super().before_pipeline_run(run_params, pipeline, catalog)
+        if self._is_mlflow_enabled and getattr(self, "_all_params", None):
+            params = self._all_params
+            if self.flatten:
+                params = _flatten_dict(d=params, recursive=self.recursive, sep=self.sep)
+            for key, value in params.items():
+                self._log_param(self.sanitize_param_name(key), value)
+
+    @hook_impl
     def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool) -> None:
-        plain = {
-            k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
-            for k, v in inputs.items()
-        }
-        super().before_node_run(node, catalog, plain, is_async)
+        super().before_node_run(node, catalog, {k: _plain(v) for k, v in inputs.items()}, is_async)
 
 
 def _git(project: Path, *args: str) -> str | None:
@@ -174,6 +197,15 @@ class TrackingHook:
             for stage, values in data.items():
                 if isinstance(values, dict):
                     self._log_metrics(stage, values)
+            # the report knows every stage's method, including skipped ones (a DVC report stage
+            # sees no records being saved)
+            mlflow.set_tags(
+                {
+                    f"method.{RECORD_OF_STAGE[stage]}": str(values.get("method"))
+                    for stage, values in data.items()
+                    if stage in RECORD_OF_STAGE and isinstance(values, dict)
+                }
+            )
         elif dataset_name == FINAL_MODEL:
             _log_model(data)
 

@@ -39,6 +39,8 @@ class ShrinkflowModel(mlflow.pyfunc.PythonModel):
             raise ValueError(
                 f"input of shape {tuple(x.shape)}: expected (N, {', '.join(map(str, expected))})"
             )
+        if x.shape[0] == 0:
+            return np.empty((0, self._artifact.num_classes), dtype=np.float32)
         return predict(self._artifact.model, x).numpy()
 
 
