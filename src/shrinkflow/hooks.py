@@ -116,7 +116,9 @@ class TrackingHook:
     - the final compressed model as an MLflow pyfunc model (``shrinkflow.mlflow_model``) holding
       the artifact file itself.
 
-    With tracking switched off (no active run) it does nothing.
+    It writes only into the run that was open when this pipeline started: with tracking switched
+    off (no active run then), or when another run is active later (a second session in the same
+    process), it does nothing.
     """
 
     def __init__(self) -> None:
@@ -124,12 +126,13 @@ class TrackingHook:
         self._params: dict[str, Any] = {}
         self._raw_plugin: str | None = None
         self._logged: set[str] = set()
+        self._run_id: str | None = None
 
-    @staticmethod
-    def _run() -> Any:
+    def _run(self) -> Any:
         import mlflow
 
-        return mlflow.active_run()
+        run = mlflow.active_run()
+        return run if run is not None and run.info.run_id == self._run_id else None
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -145,10 +148,13 @@ class TrackingHook:
 
     @hook_impl(trylast=True)  # after MlflowHook has opened the run
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        self._logged = set()
-        if self._run() is None:
-            return
         import mlflow
+
+        self._logged = set()
+        active = mlflow.active_run()
+        self._run_id = None if active is None else active.info.run_id
+        if active is None:
+            return
 
         tags: dict[str, str] = {"shrinkflow.version": __version__}
         project = self._project or Path.cwd()
