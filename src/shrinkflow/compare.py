@@ -13,18 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["STAGES", "by_stage", "draw_pareto", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
+from shrinkflow.stages import MAKER
+from shrinkflow.stages import MODELS as STAGES
 
-STAGES = ("teacher", "pruned", "distilled", "quantized")
-_RECORD = {"pruned": "prune", "distilled": "distill", "quantized": "quantize"}
-_INFO = {
-    "run_id": "run_id",
-    "tags.mlflow.runName": "run_name",
-    "tags.mlflow.user": "user",
-    "start_time": "start_time",
-    "tags.DVC_EXP_NAME": "dvc_exp",
-    "tags.mlflow.source.git.commit": "git_commit",
-}
+__all__ = ["STAGES", "by_stage", "draw_pareto", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
 
 
 def load_runs(
@@ -67,7 +59,7 @@ def load_runs(
         values = run.data.metrics
         # a stage switched off (method none) counts as evaluated: the report marks it skipped
         evaluated = [
-            f"{stage}.accuracy" in values or run.data.tags.get(f"method.{_RECORD.get(stage, '')}") == "none"
+            f"{stage}.accuracy" in values or run.data.tags.get(f"method.{MAKER.get(stage, '')}") == "none"
             for stage in stages
         ]
         if not (any(evaluated) if partial else all(evaluated)):

@@ -18,19 +18,13 @@ from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 
 from shrinkflow import __version__, plugins
 from shrinkflow.core.training import seed_everything
+from shrinkflow.stages import MAKER, MODELS, DistillStage, PruneStage, QuantizeStage
 
 log = logging.getLogger(__name__)
 
-#: Stages whose evaluation metrics are logged, as ``<stage>.<metric>``.
-STAGES = ("teacher", "pruned", "distilled", "quantized")
 #: The dataset holding the final compressed model, logged as an MLflow model.
 FINAL_MODEL = "quantized_model"
-RECORD_OF_STAGE = {"pruned": "prune", "distilled": "distill", "quantized": "quantize"}
-FAMILY_OF_RECORD = {
-    "prune_record": plugins.PRUNERS,
-    "distill_record": plugins.DISTILLERS,
-    "quantize_record": plugins.QUANTIZERS,
-}
+FAMILY_OF_RECORD = {f"{s.KEY}_record": s.FAMILY for s in (PruneStage, DistillStage, QuantizeStage)}
 
 
 class SeedHook:
@@ -197,7 +191,7 @@ class TrackingHook:
             if data.get("plugin"):
                 tags.update(_plugin_tags(f"method.{stage}", data["plugin"]))
             mlflow.set_tags(tags)
-        elif dataset_name.removesuffix("_metrics") in STAGES and isinstance(data, dict):
+        elif dataset_name.removesuffix("_metrics") in MODELS and isinstance(data, dict):
             self._log_metrics(dataset_name.removesuffix("_metrics"), data)
         elif dataset_name == "metrics_json" and isinstance(data, dict):
             for stage, values in data.items():
@@ -207,9 +201,9 @@ class TrackingHook:
             # sees no records being saved)
             mlflow.set_tags(
                 {
-                    f"method.{RECORD_OF_STAGE[stage]}": str(values.get("method"))
+                    f"method.{MAKER[stage]}": str(values.get("method"))
                     for stage, values in data.items()
-                    if stage in RECORD_OF_STAGE and isinstance(values, dict)
+                    if stage in MAKER and isinstance(values, dict)
                 }
             )
         elif dataset_name == FINAL_MODEL:

@@ -24,6 +24,8 @@ from shrinkflow.core.sparsity import frozen_zeros
 from shrinkflow.core.training import TrainConfig, fit
 
 __all__ = [
+    "MAKER",
+    "MODELS",
     "DataStage",
     "DistillStage",
     "MethodStage",
@@ -235,3 +237,9 @@ def distill(
     return run_method(
         cfg, student, train, val, train_cfg=cfg.train, teacher=teacher, keep_sparsity=student is pruned
     )
+
+
+#: The models the DAG produces, in order; each one is evaluated and reported as ``<model>_metrics``.
+MODELS = ("teacher", "pruned", "distilled", "quantized")
+#: The stage (its parameter key and ``<key>_record``) that makes each compressed model.
+MAKER = {"pruned": PruneStage.KEY, "distilled": DistillStage.KEY, "quantized": QuantizeStage.KEY}

@@ -1,8 +1,8 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import evaluate_model
+from shrinkflow.stages import MODELS
 
-STAGES = ("teacher", "pruned", "distilled", "quantized")
+from .nodes import evaluate_model
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -18,7 +18,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 outputs={"metrics": f"{stage}_metrics"},
                 parameters={"params:evaluate": "params:evaluate"},
             )
-            for stage in STAGES
+            for stage in MODELS
         ),
         Pipeline([]),
     )
