@@ -256,3 +256,103 @@ def _log_model(data: Any) -> None:
             pip_requirements=[f"shrinkflow=={__version__}", f"torch=={torch.__version__.split('+')[0]}"],
         )
     log.info("logged the final model to MLflow run %s as 'model'", mlflow.active_run().info.run_id)
+
+
+class ValidationHook:
+    """Great Expectations suites for the catalog's ``validator:`` entries; Data Docs at the end.
+
+    When the Kedro context is created it reads ``conf/<env>/gx_suites.yml`` and the run's
+    parameters (for ``$PARAMETER`` thresholds such as ``gates.max_accuracy_drop``) and hands them
+    to :class:`shrinkflow.validation.SuiteValidator`. When the run ends, failed or not, it renders
+    the stored results as HTML in ``data/08_reporting/data_docs``.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from kedro.config import MissingConfigException
+
+        from shrinkflow import validation
+
+        try:
+            suites = context.config_loader["gx_suites"]
+        except MissingConfigException:
+            suites = {}
+        validation.configure(validation.Validation(Path(context.project_path), suites, context.params))
+
+    def _docs(self) -> None:
+        from shrinkflow import validation
+
+        try:
+            validation.active().build_docs()
+        except validation.SuiteConfigError:
+            pass
+        except Exception as exc:  # the docs are for reading; never let them hide the run's own outcome
+            log.warning("Data Docs were not built: %s: %s", type(exc).__name__, exc)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._docs()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._docs()
+
+
+class RunLockHook:
+    """One ``kedro run`` at a time per project: two runs writing the same artifacts at once would
+    leave a mix of both (a teacher from one, a quantized model from the other).
+
+    The lock is ``data/.run.lock`` (an OS file lock: a killed run releases it with its process).
+    A second run fails at once naming the holder; set ``SHRINKFLOW_LOCK_WAIT=<seconds>`` to wait.
+    """
+
+    def __init__(self) -> None:
+        self._lock: Any = None
+        self._project: Path | None = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        self._project = Path(context.project_path)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self) -> None:
+        from filelock import FileLock, Timeout
+
+        path = (self._project or Path.cwd()) / "data" / ".run.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = path.with_suffix(".owner")
+        wait = float(os.environ.get("SHRINKFLOW_LOCK_WAIT", "0") or 0)
+        self._lock = FileLock(str(path))
+        try:
+            self._lock.acquire(timeout=wait)
+        except Timeout:
+            holder = info.read_text().strip() if info.is_file() else "another process"
+            self._lock = None
+            raise RunLockedError(
+                f"another kedro run is writing this project's artifacts ({holder}; lock {path}); "
+                "expected one run at a time: wait for it to finish, or set SHRINKFLOW_LOCK_WAIT=<seconds>"
+            ) from None
+        info.write_text(f"pid {os.getpid()}, started {_now()}\n")
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+
+class RunLockedError(RuntimeError):
+    """Another run holds the project's run lock."""
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now().isoformat(timespec="seconds")

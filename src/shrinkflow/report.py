@@ -25,12 +25,15 @@ _COLUMNS = [
 
 
 def build_report(
-    metrics: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]]
+    metrics: dict[str, dict[str, Any]],
+    records: dict[str, dict[str, Any]],
+    gates: pd.DataFrame | None = None,
 ) -> tuple[dict[str, Any], str, pd.DataFrame]:
     """Combine per-stage metrics and stage records into the report outputs.
 
     A stage whose method was ``none`` is marked ``{"status": "skipped"}`` and carries no metrics
     (its model is its input's). ``compression_ratio`` is teacher artifact bytes over this stage's.
+    ``gates``: the validated quality table (``failed_checks`` per stage), shown as its own section.
     """
     teacher = metrics["teacher"]
     document: dict[str, Any] = {}
@@ -44,7 +47,22 @@ def build_report(
         document[stage] = {"status": "done", "method": record.get("method"), **row}
     table = pd.DataFrame.from_dict(document, orient="index")
     table.index.name = "stage"
-    return document, _markdown(document), table.reset_index()
+    markdown = _markdown(document) + ("" if gates is None else _gates_markdown(gates))
+    return document, markdown, table.reset_index()
+
+
+def _gates_markdown(gates: pd.DataFrame) -> str:
+    """The quality gates: a row per stage, FAILED with the expectation where one did not hold
+    (only reachable with ``on_failure: warn``; a failing gate set to fail stops the run)."""
+    failed = gates["failed_checks"].fillna("").astype(str) if "failed_checks" in gates else None
+    lines = ["## Quality gates", "", "| stage | accuracy drop (pp) | gate |", "|---|---|---|"]
+    for i, row in gates.iterrows():
+        note = "" if failed is None else failed.iloc[i]
+        verdict = f"**FAILED**: {note}" if note else "passed"
+        lines.append(f"| {row['stage']} | {100.0 * float(row['accuracy_drop']):+.2f} | {verdict} |")
+    n_failed = 0 if failed is None else int((failed != "").sum())
+    lines += ["", f"{n_failed} of {len(gates)} stages failed a gate (suite quality_gates, gx_suites.yml).", ""]
+    return "\n".join(lines)
 
 
 def _markdown(document: dict[str, Any]) -> str:

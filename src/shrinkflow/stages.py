@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from shrinkflow import plugins
 from shrinkflow.core.artifact import ModelArtifact, load_state_dict
-from shrinkflow.core.config import Config, ConfigError, check_range, nested
+from shrinkflow.core.config import Config, ConfigError, check_choice, check_range, nested
 from shrinkflow.core.data import RawData, Split, split_data
 from shrinkflow.core.method import Context
 from shrinkflow.core.models import ModelSpec
@@ -28,6 +28,7 @@ __all__ = [
     "MODELS",
     "DataStage",
     "DistillStage",
+    "GateStage",
     "MethodStage",
     "PruneStage",
     "QuantizeStage",
@@ -161,6 +162,32 @@ class QuantizeStage(MethodStage):
     def validate(self) -> None:
         super().validate()
         self.finetune = nested(TrainConfig, self.finetune, "finetune")
+
+
+@dataclass
+class GateStage(_Stage):
+    """Quality gates on the evaluation, checked by the ``quality_gates`` suite (gx_suites.yml).
+
+    ``max_accuracy_drop``: per stage, teacher accuracy minus the stage's (a fraction: 0.01 is one
+    point); the other bounds apply to the final model (``final``) and ``null`` leaves them unchecked.
+    """
+
+    KEY: ClassVar[str] = "gates"
+    max_accuracy_drop: float = 0.02
+    final: str = "quantized"
+    min_compression_ratio: float | None = None
+    max_packed_bytes: int | None = None
+    min_sparsity: float | None = None
+
+    def validate(self) -> None:
+        check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
+        check_choice("final", self.final, MODELS)
+        if self.min_compression_ratio is not None:
+            check_range("min_compression_ratio", self.min_compression_ratio, 0.0, low_open=True)
+        if self.max_packed_bytes is not None:
+            check_range("max_packed_bytes", self.max_packed_bytes, 0, low_open=True, integer=True)
+        if self.min_sparsity is not None:
+            check_range("min_sparsity", self.min_sparsity, 0.0, 1.0)
 
 
 def split(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, Split]:

@@ -1,4 +1,9 @@
-"""Built-in data-set plugins: scikit-learn's digits (embedded) and MNIST from IDX files."""
+"""Built-in data-set plugins: scikit-learn's digits (embedded), MNIST from IDX files, a user's own
+arrays in an ``.npz`` file, and a folder of image files with one sub-folder per class.
+
+Each returns :class:`RawData` or raises :class:`DataError` naming the file and what was expected;
+none of them unpickles anything.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import torch
 
 from shrinkflow.core.data import DataError, RawData, Split
 
-__all__ = ["digits", "mnist", "read_idx"]
+__all__ = ["digits", "image_folder", "mnist", "npz", "read_idx"]
 
 
 def digits() -> RawData:
@@ -79,3 +84,121 @@ def mnist(path: str) -> RawData:
     if not folder.is_dir():
         raise DataError(f"MNIST folder {str(folder)!r} does not exist; expected a folder with the IDX files")
     return RawData("mnist", _mnist_part(folder, "train"), _mnist_part(folder, "t10k"))
+
+
+def _images(x: np.ndarray, where: str) -> torch.Tensor:
+    """(N, H, W) or (N, C, H, W) array -> float32 (N, C, H, W); integers are scaled from 0..255."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{where}: images have shape {x.shape}; expected (N, H, W) or (N, C, H, W)")
+    if np.issubdtype(x.dtype, np.integer):
+        return torch.from_numpy(x.astype(np.float32) / 255.0)
+    if np.issubdtype(x.dtype, np.floating):
+        return torch.from_numpy(x.astype(np.float32))
+    raise DataError(f"{where}: images have dtype {x.dtype}; expected integers (0..255) or floats (0..1)")
+
+
+def _labels(y: np.ndarray, n: int, where: str) -> torch.Tensor:
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(f"{where}: labels have shape {y.shape} for {n} images; expected ({n},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels have dtype {y.dtype}; expected integers (class indices)")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def npz(path: str, num_classes: int | None = None) -> RawData:
+    """Arrays in a NumPy ``.npz`` file: ``x`` (N, H, W) or (N, C, H, W), integers 0..255 or floats
+    0..1, and ``y`` (N,) class indices; optionally ``x_test``/``y_test`` (a fixed test set) and
+    ``num_classes``. Without ``num_classes`` (option or key) it is the largest label + 1.
+    Read with ``allow_pickle=False``: an object array is refused, not unpickled."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"npz file {str(file)!r} does not exist")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile, zlib and ValueError (pickled objects) all mean unreadable
+        raise DataError(f"npz file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+    missing = {"x", "y"} - set(arrays)
+    if missing:
+        raise DataError(f"npz file {str(file)!r} holds {sorted(arrays)}; expected keys 'x' and 'y' (missing {sorted(missing)})")
+    x = _images(arrays["x"], f"npz {str(file)!r} x")
+    y = _labels(arrays["y"], x.shape[0], f"npz {str(file)!r} y")
+    test = None
+    if "x_test" in arrays or "y_test" in arrays:
+        if not {"x_test", "y_test"} <= set(arrays):
+            raise DataError(f"npz file {str(file)!r}: a fixed test set needs both 'x_test' and 'y_test'")
+        xt = _images(arrays["x_test"], f"npz {str(file)!r} x_test")
+        test_labels = _labels(arrays["y_test"], xt.shape[0], f"npz {str(file)!r} y_test")
+    if num_classes is None and "num_classes" in arrays:
+        num_classes = int(arrays["num_classes"])
+    if num_classes is None:
+        labels = [y] + ([test_labels] if "x_test" in arrays else [])
+        num_classes = int(max((int(t.max()) for t in labels if t.numel()), default=-1)) + 1
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise DataError(f"npz file {str(file)!r}: num_classes={num_classes!r}; expected an integer >= 1")
+    if "x_test" in arrays:
+        test = Split(xt, test_labels, num_classes)
+    return RawData(file.stem, Split(x, y, num_classes), test)
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _read_folder(root: Path, channels: int, classes: list[str] | None) -> tuple[Split, list[str]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise DataError(f"image folder {str(root)!r} does not exist; expected <folder>/<class name>/<image files>")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = classes or found
+    if not classes:
+        raise DataError(f"image folder {str(root)!r} has no class sub-folders; expected <folder>/<class name>/<images>")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"image folder {str(root)!r} has classes {unknown} that the training folder lacks; expected {classes}")
+    mode = {1: "L", 3: "RGB"}[channels]
+    images, labels, files = [], [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).glob("*")):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as im:
+                    images.append(np.asarray(im.convert(mode), dtype=np.uint8))
+            except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+                raise DataError(f"image file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+            labels.append(label)
+            files.append(file)
+    if not images:
+        return Split(torch.zeros(0, channels, 1, 1), torch.zeros(0, dtype=torch.int64), len(classes)), classes
+    shapes: dict[tuple[int, ...], list[Path]] = {}
+    for image, file in zip(images, files, strict=True):
+        shapes.setdefault(image.shape, []).append(file)
+    if len(shapes) > 1:
+        listed = "; ".join(
+            f"{shape[1]}x{shape[0]} px: {len(paths)} files, e.g. {str(paths[0])!r}"
+            for shape, paths in sorted(shapes.items(), key=lambda kv: -len(kv[1]))
+        )
+        raise DataError(
+            f"image folder {str(root)!r} holds images of {len(shapes)} sizes ({listed}); expected one size for all"
+        )
+    x = np.stack(images)
+    x = x[:, None] if channels == 1 else x.transpose(0, 3, 1, 2)
+    return Split(_images(np.ascontiguousarray(x), str(root)), torch.tensor(labels, dtype=torch.int64), len(classes)), classes
+
+
+def image_folder(path: str, test_path: str | None = None, channels: int = 1) -> RawData:
+    """Image files (PNG, JPEG, ...) under ``<path>/<class name>/``; classes are the sub-folder
+    names in sorted order. ``test_path``: a folder laid out the same way, kept as the test set.
+    ``channels``: 1 (grayscale) or 3 (RGB). All images must have one size."""
+    if channels not in (1, 3):
+        raise DataError(f"image_folder channels={channels!r}; expected 1 (grayscale) or 3 (RGB)")
+    data, classes = _read_folder(Path(path), channels, None)
+    test = None if test_path is None else _read_folder(Path(test_path), channels, classes)[0]
+    if test is not None and len(data) and len(test) and test.input_shape != data.input_shape:
+        raise DataError(
+            f"image folder {test_path!r} has images of shape {test.input_shape}, {path!r} of {data.input_shape}; expected one"
+        )
+    return RawData(Path(path).name, data, test)

@@ -9,7 +9,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             node(
                 split_data,
                 ["raw_data", "params:data", "params:seed"],
-                ["train_set", "val_set", "test_set"],
+                ["train_set", "val_set", "test_set", "split_summary"],
                 name="split_data",
             )
         ]

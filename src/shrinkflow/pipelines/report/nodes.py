@@ -7,6 +7,21 @@ from typing import Any
 import pandas as pd
 
 from shrinkflow.report import accuracy_size_figure, build_report
+from shrinkflow.stages import MODELS, GateStage
+from shrinkflow.validation.frames import quality_table
+
+
+def quality_gates(
+    teacher: dict[str, Any],
+    pruned: dict[str, Any],
+    distilled: dict[str, Any],
+    quantized: dict[str, Any],
+    cfg: GateStage,
+) -> pd.DataFrame:
+    """One row per stage (accuracy drop versus the teacher, size, sparsity) for the
+    ``quality_gates`` suite, which the catalog runs when this table is saved."""
+    metrics = dict(zip(MODELS, (teacher, pruned, distilled, quantized), strict=True))
+    return quality_table(metrics, final=cfg.final)
 
 
 def report(
@@ -17,10 +32,12 @@ def report(
     prune_record: dict[str, Any],
     distill_record: dict[str, Any],
     quantize_record: dict[str, Any],
+    gates: pd.DataFrame,
 ) -> tuple[dict[str, Any], str, pd.DataFrame, Any]:
     """metrics.json (by stage), a Markdown table, a CSV and an accuracy-size plot of every stage."""
     document, markdown, table = build_report(
         {"teacher": teacher, "pruned": pruned, "distilled": distilled, "quantized": quantized},
         {"pruned": prune_record, "distilled": distill_record, "quantized": quantize_record},
+        gates,
     )
     return document, markdown, table, accuracy_size_figure(document)

@@ -1,11 +1,17 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import report
+from .nodes import quality_gates, report
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
     return Pipeline(
         [
+            node(
+                quality_gates,
+                ["teacher_metrics", "pruned_metrics", "distilled_metrics", "quantized_metrics", "params:gates"],
+                "quality_gates",
+                name="quality_gates",
+            ),
             node(
                 report,
                 [
@@ -16,6 +22,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "prune_record",
                     "distill_record",
                     "quantize_record",
+                    "quality_gates",
                 ],
                 ["metrics_json", "report_md", "report_csv", "accuracy_size_plot"],
                 name="report",

@@ -1,0 +1,141 @@
+"""Tables that the Great Expectations suites validate. Pure pandas and torch: no GX here.
+
+GX validates tables, not image tensors, so each validated object is first turned into a frame:
+
+- raw data: one row per sample (its label, pixel statistics over finite values, NaN and infinite
+  counts, shape, and whole-set facts repeated on every row: the declared and the present number
+  of classes, its class's share over an even share), so whole-set checks (row count, label set,
+  class balance, one shape) and per-sample checks (value range, no NaN) are ordinary column checks;
+- the split: one row per split (size, its share of the pool against the configured share, samples
+  whose content also occurs in another split);
+- the evaluation: one row per stage (accuracy, drop versus the teacher, size and sparsity), the
+  final model's row marked, so its size targets are checked with a ``row_condition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shrinkflow.core.data import RawData, Split
+
+__all__ = ["FRAMES", "quality_table", "sample_stats", "split_summary"]
+
+
+def _part_stats(split: Split, part: str) -> pd.DataFrame:
+    n = len(split)
+    flat = split.x.reshape(n, -1) if n else split.x.reshape(0, 1)
+    finite = torch.isfinite(flat)
+    big = torch.finfo(flat.dtype).max if torch.is_floating_point(flat) else 0
+    # min/max/mean over the finite pixels only: NaN and inf are counted in their own columns
+    lo = torch.where(finite, flat, torch.full_like(flat, big)).amin(1) if n else torch.empty(0)
+    hi = torch.where(finite, flat, torch.full_like(flat, -big)).amax(1) if n else torch.empty(0)
+    total = torch.where(finite, flat, torch.zeros_like(flat)).sum(1)
+    mean = total / finite.sum(1).clamp(min=1)
+    labels = split.y.numpy()
+    counts = pd.Series(labels).value_counts()
+    c, h, w = (tuple(split.x.shape[1:]) + (1, 1, 1))[:3] if split.x.ndim == 4 else (0, 0, 0)
+    return pd.DataFrame(
+        {
+            "part": part,
+            "label": labels,
+            "min": lo.numpy().astype(float),
+            "max": hi.numpy().astype(float),
+            "mean": mean.numpy().astype(float),
+            "nan_count": torch.isnan(flat).sum(1).numpy(),
+            "inf_count": torch.isinf(flat).sum(1).numpy(),
+            "channels": c,
+            "height": h,
+            "width": w,
+            "num_classes": split.num_classes,
+            "classes_present": len(counts),
+            # this sample's class share over an even share: 1.0 everywhere for a balanced set
+            "class_balance": (pd.Series(labels).map(counts) * split.num_classes / max(n, 1)).to_numpy(dtype=float),
+        }
+    )
+
+
+def sample_stats(raw: RawData) -> pd.DataFrame:
+    """One row per sample of the pool (``part`` = ``data``) and of the fixed test set (``test``)."""
+    parts = [_part_stats(raw.data, "data")]
+    if raw.test is not None:
+        parts.append(_part_stats(raw.test, "test"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _fingerprints(split: Split) -> set[bytes]:
+    rows = split.x.reshape(len(split), -1).contiguous().numpy()
+    return {row.tobytes() for row in rows}
+
+
+def split_summary(
+    train: Split, val: Split, test: Split, *, val_fraction: float, test_fraction: float, fixed_test: bool
+) -> pd.DataFrame:
+    """One row per split: ``rows``; ``share`` of the pool the split was cut from (train + val, plus
+    test when the test set was carved out of the data) against the configured ``expected_share``
+    (empty for a data set's fixed test set), ``share_error`` = their distance; ``shared_samples``:
+    how many of its images also occur, byte for byte, in another split (leakage, including
+    duplicates in the source data); ``classes`` present."""
+    splits = {"train": train, "val": val, "test": test}
+    pool = len(train) + len(val) + (0 if fixed_test else len(test))
+    expected = {
+        "train": 1.0 - val_fraction - (0.0 if fixed_test else test_fraction),
+        "val": val_fraction,
+        "test": None if fixed_test else test_fraction,
+    }
+    prints = {name: _fingerprints(s) for name, s in splits.items()}
+    rows = []
+    for name, split in splits.items():
+        others = set().union(*(p for other, p in prints.items() if other != name))
+        share = len(split) / pool if pool else 0.0
+        want = expected[name]
+        rows.append(
+            {
+                "split": name,
+                "rows": len(split),
+                "share": share,
+                "expected_share": np.nan if want is None else want,
+                "share_error": np.nan if want is None else abs(share - want),
+                "shared_samples": len(prints[name] & others),
+                "classes": int(torch.unique(split.y).numel()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def quality_table(metrics: Mapping[str, Mapping[str, Any]], final: str) -> pd.DataFrame:
+    """One row per evaluated stage, in order: ``accuracy``, ``accuracy_drop`` = teacher accuracy -
+    the stage's (fractions), ``packed_bytes``, ``packed_compression_ratio`` (teacher packed bytes
+    over the stage's), ``sparsity``, and ``final`` marking the model the size targets apply to."""
+    needed = ("accuracy", "packed_bytes", "sparsity")
+    for stage, values in metrics.items():
+        missing = [k for k in needed if not isinstance(values.get(k), (int, float))]
+        if missing:
+            raise ValueError(f"quality table: stage {stage!r} metrics lack {missing}; expected {list(needed)}")
+    if "teacher" not in metrics:
+        raise ValueError(f"quality table: no teacher metrics among {sorted(metrics)}; drops are measured from it")
+    if final not in metrics:
+        raise ValueError(f"quality table: final={final!r} is not among the evaluated stages {sorted(metrics)}")
+    teacher = metrics["teacher"]
+    return pd.DataFrame(
+        [
+            {
+                "stage": stage,
+                "accuracy": float(values["accuracy"]),
+                "accuracy_drop": round(float(teacher["accuracy"]) - float(values["accuracy"]), 10),
+                "packed_bytes": int(values["packed_bytes"]),
+                "packed_compression_ratio": float(teacher["packed_bytes"]) / float(values["packed_bytes"]),
+                "sparsity": float(values["sparsity"]),
+                "final": stage == final,
+            }
+            for stage, values in metrics.items()
+        ]
+    )
+
+
+#: How a validated dataset becomes a frame, by the suite's ``frame`` key.
+FRAMES = {"sample_stats": sample_stats, "table": lambda frame: frame}
