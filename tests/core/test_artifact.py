@@ -339,3 +339,14 @@ def test_a_saved_artifact_gets_ordinary_file_permissions(mlp, tmp_path):
         os.umask(old)
     assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_save_removes_what_a_killed_writer_left_but_not_a_live_writers_file(mlp, tmp_path):
+    path = tmp_path / "m.pt"
+    dead = tmp_path / ".m.pt.4194999.x1y2.tmp"  # above Linux's largest pid: no such process
+    live = tmp_path / f".m.pt.{os.getpid()}.z3.tmp"
+    other = tmp_path / ".n.pt.4194999.q.tmp"  # another artifact's: not ours to touch
+    for tmp in (dead, live, other):
+        tmp.write_bytes(b"partial")
+    artifact.save(mlp, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pt", live.name, other.name])

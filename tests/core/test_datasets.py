@@ -218,3 +218,106 @@ def test_digits_is_embedded_and_scaled():
     assert torch.bincount(y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     assert raw.data.num_classes == 10
     check_split(raw.data, "digits")
+
+
+# --- npz -------------------------------------------------------------------------------------
+
+from shrinkflow.core.datasets import image_folder, npz  # noqa: E402
+
+
+def test_npz_reads_uint8_and_float_images_and_a_fixed_test_set(tmp_path):
+    x = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) * 10
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=x, y=np.array([0, 2]), x_test=np.full((1, 1, 3, 4), 0.5, np.float32), y_test=np.array([1]))
+    raw = npz(str(path))
+    assert raw.name == "mine" and raw.data.x.shape == (2, 1, 3, 4) and raw.test.x.shape == (1, 1, 3, 4)
+    assert torch.allclose(raw.data.x[0, 0], torch.from_numpy(x[0] / 255.0).float())
+    assert float(raw.test.x.max()) == 0.5
+    assert raw.data.num_classes == raw.test.num_classes == 3  # largest label + 1
+    np.savez(path, x=x, y=np.array([0, 2]), num_classes=10)
+    assert npz(str(path)).data.num_classes == 10
+    assert npz(str(path), num_classes=4).data.num_classes == 4
+
+
+@pytest.mark.parametrize(
+    ("arrays", "text"),
+    [
+        ({"x": np.zeros((2, 3, 3))}, "expected keys 'x' and 'y' (missing ['y'])"),
+        ({"x": np.zeros((2, 3)), "y": np.zeros(2, np.int64)}, "images have shape (2, 3); expected (N, H, W) or (N, C, H, W)"),
+        ({"x": np.zeros((2, 3, 3)), "y": np.zeros(3, np.int64)}, "labels have shape (3,) for 2 images; expected (2,)"),
+        ({"x": np.zeros((2, 3, 3)), "y": np.zeros(2)}, "labels have dtype float64; expected integers"),
+        ({"x": np.zeros((2, 3, 3), bool), "y": np.zeros(2, np.int64)}, "images have dtype bool"),
+        ({"x": np.zeros((2, 3, 3)), "y": np.zeros(2, np.int64), "x_test": np.zeros((1, 3, 3))}, "needs both 'x_test' and 'y_test'"),
+    ],
+)
+def test_npz_errors_name_the_file_and_what_was_expected(tmp_path, arrays, text):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError) as err:
+        npz(str(path))
+    assert text in str(err.value) and "bad.npz" in str(err.value)
+
+
+def test_npz_never_unpickles(tmp_path):
+    path = tmp_path / "obj.npz"
+    np.savez(path, x=np.array([{"a": 1}], dtype=object), y=np.array([0]))
+    with pytest.raises(DataError, match="cannot be read: ValueError: Object arrays cannot be loaded when allow_pickle=False"):
+        npz(str(path))
+    with pytest.raises(DataError, match="does not exist"):
+        npz(str(tmp_path / "none.npz"))
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DataError, match="cut.npz' cannot be read: BadZipFile"):
+        npz(str(tmp_path / "cut.npz"))
+
+
+# --- image folders ---------------------------------------------------------------------------
+
+
+def _pngs(root: Path, sizes: dict[str, list[int]], mode: str = "L") -> None:
+    from PIL import Image
+
+    for name, sides in sizes.items():
+        (root / name).mkdir(parents=True)
+        for i, side in enumerate(sides):
+            shape = (side, side) if mode == "L" else (side, side, 3)
+            Image.fromarray(np.full(shape, 51 * (i + 1), np.uint8), mode).save(root / name / f"{i}.png")
+
+
+def test_image_folder_labels_by_sorted_class_folder_and_scales(tmp_path):
+    _pngs(tmp_path / "train", {"cat": [6, 6], "ant": [6]})
+    _pngs(tmp_path / "test", {"ant": [6], "cat": [6]})
+    (tmp_path / "train/cat/notes.txt").write_text("not an image")
+    raw = image_folder(str(tmp_path / "train"), test_path=str(tmp_path / "test"))
+    assert raw.data.x.shape == (3, 1, 6, 6) and raw.data.y.tolist() == [0, 1, 1]  # ant=0, cat=1
+    assert raw.data.x[1].max().item() == pytest.approx(51 / 255)
+    assert raw.test.y.tolist() == [0, 1] and raw.data.num_classes == 2
+    rgb = tmp_path / "rgb"
+    _pngs(rgb, {"a": [4], "b": [4]}, mode="RGB")
+    assert image_folder(str(rgb), channels=3).data.x.shape == (2, 3, 4, 4)
+
+
+def test_image_folder_refuses_mixed_sizes_naming_an_example_of_each(tmp_path):
+    _pngs(tmp_path, {"a": [8, 8, 8], "b": [8, 9]})
+    with pytest.raises(DataError) as err:
+        image_folder(str(tmp_path))
+    text = str(err.value)
+    assert "holds images of 2 sizes (8x8 px: 4 files" in text and "9x9 px: 1 files" in text
+    assert str(tmp_path / "b" / "1.png") in text and "expected one size for all" in text
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist; expected <folder>/<class name>/<image files>"):
+        image_folder(str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no class sub-folders"):
+        image_folder(str(tmp_path / "empty"))
+    _pngs(tmp_path / "data", {"a": [4]})
+    (tmp_path / "data/a/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with pytest.raises(DataError, match=r"image file '.*broken.png' cannot be read"):
+        image_folder(str(tmp_path / "data"))
+    _pngs(tmp_path / "t", {"zebra": [4]})
+    (tmp_path / "data/a/broken.png").unlink()
+    with pytest.raises(DataError, match=r"has classes \['zebra'\] that the training folder lacks"):
+        image_folder(str(tmp_path / "data"), test_path=str(tmp_path / "t"))
+    with pytest.raises(DataError, match="channels=2"):
+        image_folder(str(tmp_path / "data"), channels=2)

@@ -100,10 +100,33 @@ def save(artifact: ModelArtifact, path: str | os.PathLike[str]) -> None:
     atomic_write(Path(path), to_bytes(artifact))
 
 
+def _stale_temp_files(path: Path) -> list[Path]:
+    """Temporary files beside ``path`` left by a writer that no longer runs (killed mid-save)."""
+    stale = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.append(tmp)
+        except PermissionError:  # alive, someone else's
+            pass
+    return stale
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``.
+
+    A reader sees the old file or the new one, never a part; a process killed at any point leaves
+    the old file as it was. The temporary name carries the writer's PID (``.<name>.<pid>.<random>.tmp``)
+    so the next save removes what a killed writer left, and never a live writer's file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    for stale in _stale_temp_files(path):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file 0600; give it the mode any other written file gets (umask)
         umask = os.umask(0)
@@ -117,6 +140,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    # make the rename itself durable (a power cut after this returns keeps the new file)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _read(source: str | os.PathLike[str] | bytes, what: str) -> Any:

@@ -122,6 +122,23 @@ def _annotate(frame: pd.DataFrame, result: SuiteResult) -> pd.DataFrame:
     return out
 
 
+def _kedro_error(exc: GateFailure) -> Exception:
+    """Kedro's DataValidationError, one line per failed expectation (Kedro adds the dataset name)."""
+    from kedro.validation import CheckFailure, DataValidationError
+
+    failures = [
+        CheckFailure(
+            message=f.describe(),
+            check=f.check_text(),
+            column=f.column,
+            failure_count=f.count if f.examples else 1,
+            failure_examples=list(f.examples),
+        )
+        for f in exc.result.failures
+    ]
+    return DataValidationError(str(exc), failures=failures)
+
+
 class SuiteValidator:
     """A Kedro catalog validator running one suite of ``gx_suites.yml`` on the dataset's data.
 
@@ -136,7 +153,10 @@ class SuiteValidator:
     def validate(self, data: Any) -> Any:
         validation = active()
         subject = f"suite {self.suite!r}"
-        result, frame = validation.check(self.suite, data, subject)
+        try:
+            result, frame = validation.check(self.suite, data, subject)
+        except GateFailure as exc:
+            raise _kedro_error(exc) from exc
         if validation.suite(self.suite).frame == "table":
             return _annotate(frame, result)
         return data  # Kedro passes on what a validator returns

@@ -42,6 +42,7 @@ def _part_stats(split: Split, part: str) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "part": part,
+            "sample": [f"{part}[{i}]" for i in range(n)],
             "label": labels,
             "min": lo.numpy().astype(float),
             "max": hi.numpy().astype(float),
@@ -52,7 +53,8 @@ def _part_stats(split: Split, part: str) -> pd.DataFrame:
             "height": h,
             "width": w,
             "num_classes": split.num_classes,
-            "classes_present": len(counts),
+            # classes of 0..num_classes-1 that occur (labels outside that range are checked apart)
+            "classes_present": int(((counts.index >= 0) & (counts.index < split.num_classes)).sum()),
             # this sample's class share over an even share: 1.0 everywhere for a balanced set
             "class_balance": (pd.Series(labels).map(counts) * split.num_classes / max(n, 1)).to_numpy(dtype=float),
         }

@@ -108,7 +108,10 @@ def _substitute(value: Any, params: Mapping[str, Any], where: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """GX reports numpy scalars and sometimes numbers as strings; make messages readable."""
+    """GX reports numpy scalars (also inside pairs) and sometimes numbers as strings; make
+    messages readable."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isnan(value):
@@ -128,6 +131,15 @@ class Failure:
     examples: list[Any]
     rows: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+
+    def check_text(self) -> str:
+        """Expectation, expected values and, unless examples of the failing values say it,
+        the observed value: ``expect_column_values_to_be_between(max_value=0.01) at quantized``."""
+        shown = self.labels[:5] + (["..."] if len(self.labels) > 5 or self.count > len(self.labels) > 0 else [])
+        where = f" at {', '.join(shown)}" if self.labels else ""
+        expected = ", ".join(f"{k}={v!r}" for k, v in self.expected.items())
+        observed = "" if self.examples else f": observed {self.observed}"
+        return f"{self.expectation}({expected}){where}{observed}"
 
     def describe(self) -> str:
         where = f" at {', '.join(self.labels)}" if self.labels else ""
