@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_kedro_run import FAST_EVAL, STAGES, kedro, make_project, metrics
+from test_kedro_run import FAST_EVAL, NO_GATE, STAGES, kedro, make_project, metrics
 
 from shrinkflow import plugins
 from shrinkflow.core import artifact
@@ -19,7 +19,7 @@ from shrinkflow.stages import DataStage, split
 
 SHORT = (
     "train_teacher.train.epochs=8,prune.finetune.epochs=2,distill.train.epochs=2,"
-    "quantize.finetune.epochs=1," + FAST_EVAL
+    "quantize.finetune.epochs=1," + FAST_EVAL + "," + NO_GATE
 )
 RECIPES = [
     ("agp", "soft_kd", "weight_sharing"),

@@ -10,7 +10,7 @@ from kedro.runner import SequentialRunner
 from shrinkflow.core.datasets import digits
 from shrinkflow.core.measure import MeasureConfig
 from shrinkflow.pipeline_registry import register_pipelines
-from shrinkflow.stages import DataStage, DistillStage, PruneStage, QuantizeStage, TeacherStage
+from shrinkflow.stages import DataStage, DistillStage, GateStage, PruneStage, QuantizeStage, TeacherStage
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,6 +33,7 @@ def _catalog(**overrides: object) -> DataCatalog:
         "params:distill": DistillStage(method="soft_kd", train={"epochs": 2}),
         "params:quantize": QuantizeStage(method="dynamic_int8"),
         "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
+        "params:gates": GateStage(max_accuracy_drop=0.05),
         **overrides,
     }
     return DataCatalog({name: MemoryDataset(value, copy_mode="assign") for name, value in params.items()})
@@ -72,6 +73,9 @@ def test_full_default_pipeline_produces_one_row_per_stage():
     assert document["teacher"]["accuracy"] > 0.9
     assert document["quantized"]["compression_ratio"] > 2.0  # tiny model: fixed overhead weighs more
     assert "| quantized | dynamic_int8 |" in catalog.load("report_md")
+    assert "## Quality gates" in catalog.load("report_md")  # computed; no hooks here, so not validated
+    summary = catalog.load("split_summary").set_index("split")
+    assert summary["rows"].sum() == 1797 and summary["shared_samples"].sum() == 0
 
 
 def test_all_compression_stages_off_still_runs():
