@@ -60,6 +60,12 @@ def test_set_to_warn_the_run_finishes_and_the_report_marks_the_failed_gate(proje
     assert "sparsity expect_column_values_to_be_between" in gates.loc[3, "failed_checks"]
     report = (project / "data/08_reporting/report.md").read_text()
     assert report.count("**FAILED**") == 3 and "3 of 4 stages failed a gate" in report
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], order_by=["attributes.start_time DESC"])
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["quality_gates"] == "failed: distilled, pruned, quantized"
 
 
 def test_data_docs_show_the_last_runs_suites(project: Path):

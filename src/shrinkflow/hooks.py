@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: The dataset holding the final compressed model, logged as an MLflow model.
 FINAL_MODEL = "quantized_model"
+#: The quality-gate table and its suite (catalog `quality_gates`, gx_suites.yml `quality_gates`).
+GATES = "quality_gates"
 FAMILY_OF_RECORD = {f"{s.KEY}_record": s.FAMILY for s in (PruneStage, DistillStage, QuantizeStage)}
 
 
@@ -108,7 +110,9 @@ class TrackingHook:
     - metrics: each stage's evaluation as ``<stage>.<metric>`` when it is saved (in a DVC stage
       that only reports, from ``metrics_json``);
     - the final compressed model as an MLflow pyfunc model (``shrinkflow.mlflow_model``) holding
-      the artifact file itself.
+      the artifact file itself;
+    - the quality gates' outcome as the tag ``quality_gates`` (``passed`` or ``failed: <stages>``
+      when the suite only warns; a failing gate set to fail ends the run as FAILED).
 
     It writes only into the run that was open when this pipeline started: with tracking switched
     off (no active run then), or when another run is active later (a second session in the same
@@ -208,6 +212,11 @@ class TrackingHook:
             )
         elif dataset_name == FINAL_MODEL:
             _log_model(data)
+        elif dataset_name == GATES:
+            # saved only when the gates passed or only warn; `compare --tag quality_gates=passed`
+            outcome = _gates_outcome()
+            if outcome:
+                mlflow.set_tag(GATES, outcome)
 
     def _log_metrics(self, stage: str, values: dict[str, Any]) -> None:
         import mlflow
@@ -221,6 +230,23 @@ class TrackingHook:
         if new:
             mlflow.log_metrics(new)
             self._logged.update(new)
+
+
+def _gates_outcome() -> str | None:
+    """``passed`` or ``failed: <stages>`` from the last run of the quality-gates suite."""
+    from shrinkflow import validation
+
+    try:
+        results = [r for r in validation.active().results if r.suite == GATES]
+    except validation.SuiteConfigError:  # validation not configured (no ValidationHook)
+        return None
+    if not results:
+        return None
+    last = results[-1]
+    if last.success:
+        return "passed"
+    stages = sorted({label for f in last.failures for label in f.labels})
+    return "failed: " + (", ".join(stages) if stages else "see Data Docs")
 
 
 def _plugin_tags(prefix: str, info: dict[str, str]) -> dict[str, str]:
