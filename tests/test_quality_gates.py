@@ -57,7 +57,7 @@ def test_set_to_warn_the_run_finishes_and_the_report_marks_the_failed_gate(proje
     assert "on_failure: warn, the run goes on" in out
     gates = pd.read_csv(project / "data/08_reporting/quality_gates.csv", dtype={"failed_checks": str}).fillna("")
     assert gates.loc[0, "failed_checks"] == ""
-    assert "sparsity expect_column_values_to_be_between" in gates.loc[3, "failed_checks"]
+    assert "sparsity: expect_column_values_to_be_between(min_value=0.9, where=" in gates.loc[3, "failed_checks"]
     report = (project / "data/08_reporting/report.md").read_text()
     assert report.count("**FAILED**") == 3 and "3 of 4 stages failed a gate" in report
     import mlflow

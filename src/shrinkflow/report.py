@@ -55,7 +55,7 @@ def _gates_markdown(gates: pd.DataFrame) -> str:
     """The quality gates: a row per stage, FAILED with the expectation where one did not hold
     (only reachable with ``on_failure: warn``; a failing gate set to fail stops the run)."""
     failed = gates["failed_checks"].fillna("").astype(str) if "failed_checks" in gates else None
-    lines = ["## Quality gates", "", "| stage | accuracy drop (pp) | gate |", "|---|---|---|"]
+    lines = ["", "## Quality gates", "", "| stage | accuracy drop (pp) | gate |", "|---|---|---|"]
     for i, row in gates.iterrows():
         note = "" if failed is None else failed.iloc[i]
         verdict = f"**FAILED**: {note}" if note else "passed"

@@ -176,11 +176,11 @@ def test_report_marks_skipped_stages_and_computes_ratios():
             {
                 "stage": ["teacher", "pruned", "distilled", "quantized"],
                 "accuracy_drop": [0.0, 0.0, 0.005, 0.005],
-                "failed_checks": ["", "", "", "accuracy_drop expect_column_values_to_be_between {'max_value': 0.001}"],
+                "failed_checks": ["", "", "", "accuracy_drop: expect_column_values_to_be_between(max_value=0.001)"],
             }
         ),
     )
-    assert "| quantized | +0.50 | **FAILED**: accuracy_drop expect_column_values_to_be_between" in markdown
+    assert "| quantized | +0.50 | **FAILED**: accuracy_drop: expect_column_values_to_be_between(max_value=0.001) |" in markdown
     assert "| distilled | +0.50 | passed |" in markdown and "1 of 4 stages failed a gate" in markdown
     assert document["pruned"] == {"status": "skipped", "method": "none"}
     assert document["quantized"]["compression_ratio"] == 4.0

@@ -157,9 +157,7 @@ class SuiteResult:
     docs: str | None = None
 
     def message(self, subject: str) -> str:
-        lines = [
-            f"{subject}: {len(self.failures)} of {self.evaluated} expectations of suite {self.suite!r} failed"
-        ]
+        lines = [f"{subject}: {len(self.failures)} of {self.evaluated} expectations failed"]
         lines += [f"  - {f.column + ': ' if f.column else ''}{f.describe()}" for f in self.failures]
         return "\n".join(lines)
 
