@@ -59,8 +59,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     yield project
     out = os.environ.get("SHRINKFLOW_BAD_INPUT_TABLE")
     if out and TABLE:
-        rows = ["| case | command | first line of the error | earlier artifacts changed |", "|---|---|---|---|"]
-        rows += [f"| {case} | `{cmd}` | {line.replace('|', '/')} | {changed} |" for case, cmd, line, changed in TABLE]
+        rows = [
+            "| case | command | first line of the error | earlier artifacts changed |",
+            "|---|---|---|---|",
+        ]
+        rows += [
+            f"| {case} | `{cmd}` | {line.replace('|', '/')} | {changed} |"
+            for case, cmd, line, changed in TABLE
+        ]
         Path(out).write_text("\n".join(rows) + "\n")
 
 
@@ -98,7 +104,11 @@ def _mnist_folder(folder: Path, cut_labels: bool) -> Path:
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
         for stem, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
-            data = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+            data = (
+                bytes([0, 0, 8, array.ndim])
+                + b"".join(d.to_bytes(4, "big") for d in array.shape)
+                + array.tobytes()
+            )
             if cut_labels and stem == "t10k-labels-idx1-ubyte":
                 data = data[:-7]  # truncated: 7 labels short
             (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
@@ -113,7 +123,9 @@ def _png_folder(folder: Path) -> Path:
         (folder / f"class_{label}").mkdir(parents=True)
         for i in range(40):
             side = 9 if (label, i) == (2, 17) else 8  # one odd image
-            Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / f"class_{label}" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(
+                folder / f"class_{label}" / f"{i}.png"
+            )
     return folder
 
 
@@ -240,7 +252,9 @@ def test_bad_input_fails_clearly_and_changes_no_artifact(project: Path, tmp_path
 
 
 @pytest.mark.parametrize("damage", ["truncated", "tampered"])
-def test_a_damaged_model_artifact_is_refused_without_running_its_code(project: Path, tmp_path: Path, damage: str):
+def test_a_damaged_model_artifact_is_refused_without_running_its_code(
+    project: Path, tmp_path: Path, damage: str
+):
     pruned = project / "data/06_models/pruned.pt"
     good = pruned.read_bytes()
     marker = tmp_path / "pwned"
@@ -253,7 +267,9 @@ def test_a_damaged_model_artifact_is_refused_without_running_its_code(project: P
         result = kedro(project, "--pipelines", "distill")
         out = " ".join((result.stdout + result.stderr).split())
         assert result.returncode != 0
-        assert "data/06_models/pruned.pt" in out and "cannot be read safely (weights_only=True)" in out, out[-2000:]
+        assert "data/06_models/pruned.pt" in out and "cannot be read safely (weights_only=True)" in out, out[
+            -2000:
+        ]
         assert not marker.exists()  # nothing was executed
         assert snapshot(project) == before  # distilled.pt and the rest untouched
         TABLE.append(

@@ -50,13 +50,33 @@ def test_the_quality_gates_outcome_is_a_tag(store, tmp_path):
     suites = yaml.safe_load((Path(__file__).parents[1] / "conf/base/gx_suites.yml").read_text())
     suites["quality_gates"]["on_failure"] = "warn"
     table = pd.DataFrame(
-        {"stage": ["teacher", "quantized"], "accuracy": [0.9, 0.85], "accuracy_drop": [0.0, 0.05],
-         "packed_bytes": [100, 10], "packed_compression_ratio": [1.0, 10.0], "sparsity": [0.0, 0.5], "final": [False, True]}
+        {
+            "stage": ["teacher", "quantized"],
+            "accuracy": [0.9, 0.85],
+            "accuracy_drop": [0.0, 0.05],
+            "packed_bytes": [100, 10],
+            "packed_compression_ratio": [1.0, 10.0],
+            "sparsity": [0.0, 0.5],
+            "final": [False, True],
+        }
     )
     hook = TrackingHook()
     try:
         for budget, tag in ((0.01, "failed: quantized"), (0.1, "passed")):
-            validation.configure(validation.Validation(tmp_path, suites, {"gates": {"max_accuracy_drop": budget, "min_compression_ratio": None, "max_packed_bytes": None, "min_sparsity": None}}))
+            validation.configure(
+                validation.Validation(
+                    tmp_path,
+                    suites,
+                    {
+                        "gates": {
+                            "max_accuracy_drop": budget,
+                            "min_compression_ratio": None,
+                            "max_packed_bytes": None,
+                            "min_sparsity": None,
+                        }
+                    },
+                )
+            )
             validation.active().check("quality_gates", table, "quality_gates")
             with mlflow.start_run() as run:
                 hook.before_pipeline_run({"pipeline_names": ["report"]})

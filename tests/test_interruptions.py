@@ -25,8 +25,13 @@ def _sha(path: Path) -> str:
 def _start(project: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "COLUMNS": "400", "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true"}
     return subprocess.Popen(
-        [KEDRO, "run", *args], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        [KEDRO, "run", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -59,7 +64,9 @@ def test_sigkill_during_a_model_save_keeps_the_previous_artifact_and_a_rerun_suc
     assert _sha(teacher) == before  # the previous artifact, whole
     artifact.load(teacher)  # and it loads
     leftovers = list(models.glob(".teacher.pt.*.tmp"))
-    assert leftovers and str(run.pid) in leftovers[0].name  # the killed writer's partial file, under a temporary name
+    assert (
+        leftovers and str(run.pid) in leftovers[0].name
+    )  # the killed writer's partial file, under a temporary name
 
     result = kedro(project, "--pipelines", "train_teacher", "--params", FAST_EVAL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -26,6 +26,12 @@ REQUIRED = (
     "compression_ratio",
     "packed_bytes",
     "packed_compression_ratio",
+    "macs",
+    "macs_nonzero",
+    "top5_accuracy",
+    "accuracy_noise_0.1",
+    "accuracy_noise_0.3",
+    "teacher_agreement",
     "latency_b1_p50_ms",
     "throughput_b256_sps",
 )

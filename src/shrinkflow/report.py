@@ -19,6 +19,8 @@ _COLUMNS = [
     ("compression_ratio", "compression (bytes)", "{:.2f}x"),
     ("packed_bytes", "packed bytes", "{:,}"),
     ("packed_compression_ratio", "compression (packed)", "{:.1f}x"),
+    ("macs_nonzero", "MACs (non-zero)", "{:,}"),
+    ("teacher_agreement", "agrees with teacher", "{:.1%}"),
     ("latency_b1_p50_ms", "latency b1 p50 (ms)", "{:.3f}"),
     ("throughput_b256_sps", "throughput b256 (samples/s)", "{:,.0f}"),
 ]
@@ -61,7 +63,11 @@ def _gates_markdown(gates: pd.DataFrame) -> str:
         verdict = f"**FAILED**: {note}" if note else "passed"
         lines.append(f"| {row['stage']} | {100.0 * float(row['accuracy_drop']):+.2f} | {verdict} |")
     n_failed = 0 if failed is None else int((failed != "").sum())
-    lines += ["", f"{n_failed} of {len(gates)} stages failed a gate (suite quality_gates, gx_suites.yml).", ""]
+    lines += [
+        "",
+        f"{n_failed} of {len(gates)} stages failed a gate (suite quality_gates, gx_suites.yml).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -83,6 +89,9 @@ def _markdown(document: dict[str, Any]) -> str:
         "Compression (packed) is teacher packed bytes / stage packed bytes: sparse relative indices,",
         "per-layer codebooks and Huffman coding (Deep Compression's storage); the packed form reloads",
         "to the same predictions.",
+        "MACs are multiply-accumulates per sample in Linear and Conv layers with non-zero weights",
+        "(metrics.json also has dense `macs`, top-5 accuracy and accuracy under Gaussian input noise).",
+        "Agreement is the share of test predictions equal to the teacher's.",
         "Latency and throughput are medians of wall-clock runs on this machine's CPU.",
         "",
     ]

@@ -228,7 +228,9 @@ from shrinkflow.core.datasets import image_folder, npz  # noqa: E402
 def test_npz_reads_uint8_and_float_images_and_a_fixed_test_set(tmp_path):
     x = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) * 10
     path = tmp_path / "mine.npz"
-    np.savez(path, x=x, y=np.array([0, 2]), x_test=np.full((1, 1, 3, 4), 0.5, np.float32), y_test=np.array([1]))
+    np.savez(
+        path, x=x, y=np.array([0, 2]), x_test=np.full((1, 1, 3, 4), 0.5, np.float32), y_test=np.array([1])
+    )
     raw = npz(str(path))
     assert raw.name == "mine" and raw.data.x.shape == (2, 1, 3, 4) and raw.test.x.shape == (1, 1, 3, 4)
     assert torch.allclose(raw.data.x[0, 0], torch.from_numpy(x[0] / 255.0).float())
@@ -243,11 +245,20 @@ def test_npz_reads_uint8_and_float_images_and_a_fixed_test_set(tmp_path):
     ("arrays", "text"),
     [
         ({"x": np.zeros((2, 3, 3))}, "expected keys 'x' and 'y' (missing ['y'])"),
-        ({"x": np.zeros((2, 3)), "y": np.zeros(2, np.int64)}, "images have shape (2, 3); expected (N, H, W) or (N, C, H, W)"),
-        ({"x": np.zeros((2, 3, 3)), "y": np.zeros(3, np.int64)}, "labels have shape (3,) for 2 images; expected (2,)"),
+        (
+            {"x": np.zeros((2, 3)), "y": np.zeros(2, np.int64)},
+            "images have shape (2, 3); expected (N, H, W) or (N, C, H, W)",
+        ),
+        (
+            {"x": np.zeros((2, 3, 3)), "y": np.zeros(3, np.int64)},
+            "labels have shape (3,) for 2 images; expected (2,)",
+        ),
         ({"x": np.zeros((2, 3, 3)), "y": np.zeros(2)}, "labels have dtype float64; expected integers"),
         ({"x": np.zeros((2, 3, 3), bool), "y": np.zeros(2, np.int64)}, "images have dtype bool"),
-        ({"x": np.zeros((2, 3, 3)), "y": np.zeros(2, np.int64), "x_test": np.zeros((1, 3, 3))}, "needs both 'x_test' and 'y_test'"),
+        (
+            {"x": np.zeros((2, 3, 3)), "y": np.zeros(2, np.int64), "x_test": np.zeros((1, 3, 3))},
+            "needs both 'x_test' and 'y_test'",
+        ),
     ],
 )
 def test_npz_errors_name_the_file_and_what_was_expected(tmp_path, arrays, text):
@@ -261,12 +272,14 @@ def test_npz_errors_name_the_file_and_what_was_expected(tmp_path, arrays, text):
 def test_npz_never_unpickles(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, x=np.array([{"a": 1}], dtype=object), y=np.array([0]))
-    with pytest.raises(DataError, match="cannot be read: ValueError: Object arrays cannot be loaded when allow_pickle=False"):
+    with pytest.raises(
+        DataError, match="cannot be read: ValueError: Object arrays cannot be loaded when allow_pickle=False"
+    ):
         npz(str(path))
     with pytest.raises(DataError, match="does not exist"):
         npz(str(tmp_path / "none.npz"))
     (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DataError, match="cut.npz' cannot be read: BadZipFile"):
+    with pytest.raises(DataError, match=r"cut\.npz' cannot be read: BadZipFile"):
         npz(str(tmp_path / "cut.npz"))
 
 

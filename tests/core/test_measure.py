@@ -11,9 +11,11 @@ from torch import nn
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.measure import (
     MeasureConfig,
+    count_macs,
     count_parameters,
     latency_ms,
     layer_sparsity,
+    noisy_accuracy,
     throughput_sps,
 )
 from shrinkflow.core.models import MLP, LeNet5
@@ -124,6 +126,7 @@ def test_throughput_of_quantized_model_is_positive():
         {"throughput_batch": 0},
         {"throughput_runs": 1.5},
         {"eval_batch_size": 0},
+        {"noise_sigmas": 0.1},
     ],
 )
 def test_measure_config_rejects_bad_values(options):
@@ -131,3 +134,49 @@ def test_measure_config_rejects_bad_values(options):
     with pytest.raises(ConfigError) as info:
         MeasureConfig(**options)
     assert info.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [
+        (lambda: MLP((1, 8, 8), 10, hidden=(32, 16)), (1, 8, 8)),
+        (lambda: LeNet5((1, 28, 28), 10), (1, 28, 28)),
+    ],
+)
+def test_count_macs_agrees_with_torchs_flop_counter_on_float_models(model, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = model().eval()
+    x = torch.rand(3, *shape)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        net(x[:1])
+    dense, nonzero = count_macs(net, x)
+    assert dense == nonzero == counter.get_total_flops() // 2
+
+
+def test_count_macs_sees_int8_kernels_and_counts_non_zero_weights():
+    model = _mlp()
+    with torch.no_grad():
+        model[1].weight[:, :32] = 0  # half of the first layer's 64 x 32 weights (MLP: flatten, linear, ...)
+    dense, nonzero = count_macs(model, torch.rand(2, 1, 8, 8))
+    assert dense == 64 * 32 + 32 * 16 + 16 * 10 and nonzero == dense - 32 * 32
+    q_dense, q_nonzero = count_macs(_quantized(model), torch.rand(2, 1, 8, 8))
+    # int8 rounding sends a few tiny weights to exactly zero as well
+    assert q_dense == dense and nonzero - 0.01 * dense <= q_nonzero <= nonzero
+
+
+def test_noisy_accuracy_is_reproducible_and_falls_with_sigma():
+    torch.manual_seed(0)
+    x = torch.rand(256, 1, 8, 8)
+    model = _mlp()
+    y = model(x).argmax(1)  # labels the clean model gets all right
+    first = noisy_accuracy(model, x, y, 0.5)
+    assert first == noisy_accuracy(model, x, y, 0.5)
+    assert 1.0 > first > noisy_accuracy(model, x, y, 3.0)
+
+
+def test_a_non_positive_noise_sigma_is_named():
+    with pytest.raises(ConfigError) as info:
+        MeasureConfig(noise_sigmas=[0.1, -0.2])
+    assert info.value.key == "noise_sigmas[1]"

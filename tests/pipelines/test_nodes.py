@@ -44,9 +44,15 @@ def test_split_data_rejects_nan_and_out_of_range_labels():
 
 def test_teacher_node_trains_to_high_accuracy(teacher, digits_splits):
     *_, test = digits_splits
-    metrics = evaluate_model(teacher, test, FAST)
+    metrics = evaluate_model(teacher, teacher, test, FAST)
     assert metrics["accuracy"] > 0.9
     assert metrics["params_total"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert metrics["macs"] == metrics["macs_nonzero"] == 64 * 32 + 32 * 10
+    assert metrics["teacher_agreement"] == 1.0
+    assert metrics["accuracy"] <= metrics["top5_accuracy"] <= 1.0
+    # noise hurts, more noise hurts more (the same seeded noise for every model)
+    assert metrics["accuracy"] >= metrics["accuracy_noise_0.1"] >= metrics["accuracy_noise_0.3"]
+    assert metrics["accuracy_noise_0.3"] < metrics["accuracy"] - 0.02
 
 
 def test_teacher_node_loads_a_checkpoint_instead_of_training(teacher, digits_splits):
@@ -68,9 +74,11 @@ def test_prune_node_hits_target_sparsity_and_leaves_teacher_untouched(teacher, d
         val,
         PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.75}}, finetune={"epochs": 2}),
     )
-    metrics = evaluate_model(pruned, test, FAST)
+    metrics = evaluate_model(pruned, teacher, test, FAST)
     weights = 64 * 32 + 32 * 10
     assert metrics["params_total"] - metrics["params_nonzero"] >= int(0.75 * weights)
+    assert metrics["macs"] == weights and metrics["macs_nonzero"] <= 0.25 * weights + 1
+    assert 0.8 < metrics["teacher_agreement"] < 1.0
     assert record["status"] == "done" and record["plugin"]["distribution"] == "shrinkflow"
     assert len(record["history"]) == 2
     assert all(torch.equal(before[k], v) for k, v in teacher.model.state_dict().items())
@@ -107,7 +115,7 @@ def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
     )
     student, _ = distill_model(teacher, teacher, train, val, cfg)
     assert student.spec.kwargs == {"hidden": [16]} and student.recipe[0]["method"] == "soft_kd"
-    assert evaluate_model(student, test, FAST)["accuracy"] > 0.85
+    assert evaluate_model(student, teacher, test, FAST)["accuracy"] > 0.85
 
 
 def test_quantize_node_shrinks_the_artifact(digits_splits):
@@ -119,8 +127,13 @@ def test_quantize_node_shrinks_the_artifact(digits_splits):
         TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 3}),
     )
     quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
-    before, after = evaluate_model(teacher, test, FAST), evaluate_model(quantized, test, FAST)
+    before, after = (
+        evaluate_model(teacher, teacher, test, FAST),
+        evaluate_model(quantized, teacher, test, FAST),
+    )
     assert after["artifact_bytes"] < before["artifact_bytes"] / 3
+    assert after["macs"] == before["macs"] == 64 * 256 + 256 * 10  # int8 kernels counted too
+    assert after["teacher_agreement"] >= 0.97
     assert abs(after["accuracy"] - before["accuracy"]) <= 0.02
 
 
@@ -176,11 +189,19 @@ def test_report_marks_skipped_stages_and_computes_ratios():
             {
                 "stage": ["teacher", "pruned", "distilled", "quantized"],
                 "accuracy_drop": [0.0, 0.0, 0.005, 0.005],
-                "failed_checks": ["", "", "", "accuracy_drop: expect_column_values_to_be_between(max_value=0.001)"],
+                "failed_checks": [
+                    "",
+                    "",
+                    "",
+                    "accuracy_drop: expect_column_values_to_be_between(max_value=0.001)",
+                ],
             }
         ),
     )
-    assert "| quantized | +0.50 | **FAILED**: accuracy_drop: expect_column_values_to_be_between(max_value=0.001) |" in markdown
+    assert (
+        "| quantized | +0.50 | **FAILED**: accuracy_drop: expect_column_values_to_be_between(max_value=0.001) |"
+        in markdown
+    )
     assert "| distilled | +0.50 | passed |" in markdown and "1 of 4 stages failed a gate" in markdown
     assert document["pruned"] == {"status": "skipped", "method": "none"}
     assert document["quantized"]["compression_ratio"] == 4.0

@@ -51,12 +51,18 @@ def test_sample_stats_of_an_empty_set_is_an_empty_frame():
 
 def test_split_summary_reports_shares_against_the_configuration_and_leaks():
     pool = _split(20, 2)
-    train, val, test = Split(pool.x[:12], pool.y[:12], 2), Split(pool.x[12:16], pool.y[12:16], 2), _split(4, 2)
+    train, val, test = (
+        Split(pool.x[:12], pool.y[:12], 2),
+        Split(pool.x[12:16], pool.y[12:16], 2),
+        _split(4, 2),
+    )
     test.x[0] = train.x[3]  # one test image also in train
     frame = split_summary(train, val, test, val_fraction=0.2, test_fraction=0.2, fixed_test=False)
     rows = frame.set_index("split")
     assert rows["rows"].tolist() == [12, 4, 4]
-    assert rows.loc["train", "share"] == pytest.approx(0.6) and rows.loc["train", "expected_share"] == pytest.approx(0.6)
+    assert rows.loc["train", "share"] == pytest.approx(0.6) and rows.loc[
+        "train", "expected_share"
+    ] == pytest.approx(0.6)
     assert rows.loc["val", "share_error"] == pytest.approx(0.0)
     assert rows.loc["train", "shared_samples"] == 1 and rows.loc["test", "shared_samples"] == 1
     assert rows.loc["val", "shared_samples"] == 0

@@ -18,7 +18,13 @@ from shrinkflow.validation.suites import KEEP_RESULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITES = yaml.safe_load((ROOT / "conf/base/gx_suites.yml").read_text())
-GATES = {"max_accuracy_drop": 0.02, "final": "quantized", "min_compression_ratio": 5.0, "max_packed_bytes": None, "min_sparsity": 0.5}
+GATES = {
+    "max_accuracy_drop": 0.02,
+    "final": "quantized",
+    "min_compression_ratio": 5.0,
+    "max_packed_bytes": None,
+    "min_sparsity": 0.5,
+}
 
 
 def _validation(tmp_path: Path, suites=SUITES, gates=GATES) -> Validation:
@@ -28,14 +34,20 @@ def _validation(tmp_path: Path, suites=SUITES, gates=GATES) -> Validation:
 def _metrics(drop: float = 0.003, packed: int = 30_000, sparsity: float = 0.7) -> pd.DataFrame:
     m = lambda acc, p, s: {"accuracy": acc, "packed_bytes": p, "sparsity": s}  # noqa: E731
     return quality_table(
-        {"teacher": m(0.98, 340_000, 0.0), "pruned": m(0.975, 110_000, sparsity), "quantized": m(0.98 - drop, packed, sparsity)},
+        {
+            "teacher": m(0.98, 340_000, 0.0),
+            "pruned": m(0.975, 110_000, sparsity),
+            "quantized": m(0.98 - drop, packed, sparsity),
+        },
         final="quantized",
     )
 
 
 def test_digits_passes_the_raw_data_suite(tmp_path):
     result, frame = _validation(tmp_path).check("raw_data", digits(), "raw_data")
-    assert result.success and result.evaluated == len(SUITES["raw_data"]["expectations"]) and not result.failures
+    assert (
+        result.success and result.evaluated == len(SUITES["raw_data"]["expectations"]) and not result.failures
+    )
     assert len(frame) == 1797
 
 
@@ -73,9 +85,11 @@ def test_a_bad_data_set_fails_naming_the_expectation_the_expected_and_the_observ
     with pytest.raises(GateFailure) as err:
         _validation(tmp_path).check("raw_data", _broken(kind), "raw_data")
     text = str(err.value)
-    assert "raw_data: " in text and "expectations failed" in text and expected in text and observed in text, text
+    assert "raw_data: " in text and "expectations failed" in text and expected in text and observed in text, (
+        text
+    )
     if column:
-        assert f"  - {column}: " in text or f"column_B" in text, text
+        assert f"  - {column}: " in text or "column_B" in text, text
 
 
 def test_labels_out_of_range_name_the_label(tmp_path):
@@ -95,7 +109,9 @@ def test_the_quality_gate_names_the_stage_the_observed_drop_and_the_budget(tmp_p
 
 
 def test_final_size_and_sparsity_targets_apply_to_the_final_row_only(tmp_path):
-    validation = _validation(tmp_path, gates={**GATES, "min_compression_ratio": 20.0, "max_packed_bytes": 20_000})
+    validation = _validation(
+        tmp_path, gates={**GATES, "min_compression_ratio": 20.0, "max_packed_bytes": 20_000}
+    )
     with pytest.raises(GateFailure) as err:
         validation.check("quality_gates", _metrics(packed=30_000), "quality_gates")
     failures = {f.column: f for f in err.value.result.failures}
@@ -106,7 +122,9 @@ def test_final_size_and_sparsity_targets_apply_to_the_final_row_only(tmp_path):
 
 def test_unset_bounds_switch_their_expectation_off(tmp_path):
     gates = {**GATES, "min_compression_ratio": None, "min_sparsity": None}
-    result, _ = _validation(tmp_path, gates=gates).check("quality_gates", _metrics(packed=200_000, sparsity=0.0), "q")
+    result, _ = _validation(tmp_path, gates=gates).check(
+        "quality_gates", _metrics(packed=200_000, sparsity=0.0), "q"
+    )
     assert result.success and result.evaluated == 1 and len(result.skipped) == 3
 
 
@@ -118,7 +136,10 @@ def test_warn_logs_and_the_validator_marks_the_failing_rows(tmp_path, caplog):
     finally:
         configure(None)
     assert marked["failed_checks"].tolist()[0] == ""
-    assert all("accuracy_drop: expect_column_values_to_be_between(max_value=0.001)" in c for c in marked["failed_checks"].tolist()[1:])
+    assert all(
+        "accuracy_drop: expect_column_values_to_be_between(max_value=0.001)" in c
+        for c in marked["failed_checks"].tolist()[1:]
+    )
     assert "on_failure: warn, the run goes on" in caplog.text
 
 
@@ -161,11 +182,20 @@ def test_malformed_suites_are_refused_naming_the_key(tmp_path, suites, text):
 
 def test_an_unknown_expectation_or_parameter_is_named(tmp_path):
     frame = pd.DataFrame({"a": [1]})
-    bad_type = Validation(tmp_path, {"s": {"expectations": [{"type": "expect_column_to_be_nice", "kwargs": {"column": "a"}}]}}, {})
+    bad_type = Validation(
+        tmp_path,
+        {"s": {"expectations": [{"type": "expect_column_to_be_nice", "kwargs": {"column": "a"}}]}},
+        {},
+    )
     with pytest.raises(SuiteConfigError, match=r"gx_suites.s.expectations\[0\] \(expect_column_to_be_nice\)"):
         bad_type.check("s", frame, "s")
-    item = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "a", "max_value": {"$PARAMETER": "gates.nope"}}}
-    with pytest.raises(SuiteConfigError, match="parameter 'gates.nope' is not set"):
+    item = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "a", "max_value": {"$PARAMETER": "gates.nope"}},
+    }
+    with pytest.raises(SuiteConfigError, match=r"parameter 'gates\.nope' is not set"):
         Validation(tmp_path, {"s": {"expectations": [item]}}, {"gates": {}}).check("s", frame, "s")
-    with pytest.raises(SuiteConfigError, match=r"suite 'other' is not declared in gx_suites.yml; declared: \['s'\]"):
+    with pytest.raises(
+        SuiteConfigError, match=r"suite 'other' is not declared in gx_suites.yml; declared: \['s'\]"
+    ):
         bad_type.check("other", frame, "s")

@@ -122,7 +122,9 @@ def npz(path: str, num_classes: int | None = None) -> RawData:
         raise DataError(f"npz file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
     missing = {"x", "y"} - set(arrays)
     if missing:
-        raise DataError(f"npz file {str(file)!r} holds {sorted(arrays)}; expected keys 'x' and 'y' (missing {sorted(missing)})")
+        raise DataError(
+            f"npz file {str(file)!r} holds {sorted(arrays)}; expected keys 'x' and 'y' (missing {sorted(missing)})"
+        )
     x = _images(arrays["x"], f"npz {str(file)!r} x")
     y = _labels(arrays["y"], x.shape[0], f"npz {str(file)!r} y")
     test = None
@@ -150,14 +152,20 @@ def _read_folder(root: Path, channels: int, classes: list[str] | None) -> tuple[
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
-        raise DataError(f"image folder {str(root)!r} does not exist; expected <folder>/<class name>/<image files>")
+        raise DataError(
+            f"image folder {str(root)!r} does not exist; expected <folder>/<class name>/<image files>"
+        )
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     classes = classes or found
     if not classes:
-        raise DataError(f"image folder {str(root)!r} has no class sub-folders; expected <folder>/<class name>/<images>")
+        raise DataError(
+            f"image folder {str(root)!r} has no class sub-folders; expected <folder>/<class name>/<images>"
+        )
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(f"image folder {str(root)!r} has classes {unknown} that the training folder lacks; expected {classes}")
+        raise DataError(
+            f"image folder {str(root)!r} has classes {unknown} that the training folder lacks; expected {classes}"
+        )
     mode = {1: "L", 3: "RGB"}[channels]
     images, labels, files = [], [], []
     for label, name in enumerate(classes):
@@ -168,7 +176,9 @@ def _read_folder(root: Path, channels: int, classes: list[str] | None) -> tuple[
                 with Image.open(file) as im:
                     images.append(np.asarray(im.convert(mode), dtype=np.uint8))
             except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-                raise DataError(f"image file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+                raise DataError(
+                    f"image file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}"
+                ) from exc
             labels.append(label)
             files.append(file)
     if not images:
@@ -186,7 +196,9 @@ def _read_folder(root: Path, channels: int, classes: list[str] | None) -> tuple[
         )
     x = np.stack(images)
     x = x[:, None] if channels == 1 else x.transpose(0, 3, 1, 2)
-    return Split(_images(np.ascontiguousarray(x), str(root)), torch.tensor(labels, dtype=torch.int64), len(classes)), classes
+    return Split(
+        _images(np.ascontiguousarray(x), str(root)), torch.tensor(labels, dtype=torch.int64), len(classes)
+    ), classes
 
 
 def image_folder(path: str, test_path: str | None = None, channels: int = 1) -> RawData:

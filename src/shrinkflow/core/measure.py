@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from shrinkflow.core.config import Config, check_range
+from shrinkflow.core.config import Config, ConfigError, check_range
 from shrinkflow.core.sparsity import weight_tensors
 
-__all__ = ["MeasureConfig", "count_parameters", "latency_ms", "layer_sparsity", "throughput_sps"]
+__all__ = [
+    "MeasureConfig",
+    "count_macs",
+    "count_parameters",
+    "latency_ms",
+    "layer_sparsity",
+    "noisy_accuracy",
+    "throughput_sps",
+]
 
 
 @dataclass
@@ -24,6 +32,8 @@ class MeasureConfig(Config):
     throughput_batch: int = 256
     throughput_runs: int = 20
     eval_batch_size: int = 1024
+    #: standard deviations of the Gaussian noise added to the [0, 1] inputs for ``accuracy_noise_<sigma>``
+    noise_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
 
     def __post_init__(self) -> None:
         check_range("warmup", self.warmup, 0, 10_000, integer=True)
@@ -31,6 +41,11 @@ class MeasureConfig(Config):
         check_range("throughput_batch", self.throughput_batch, 1, 1_000_000, integer=True)
         check_range("throughput_runs", self.throughput_runs, 1, 100_000, integer=True)
         check_range("eval_batch_size", self.eval_batch_size, 1, 1_000_000, integer=True)
+        if not isinstance(self.noise_sigmas, (list, tuple)):
+            raise ConfigError("noise_sigmas", self.noise_sigmas, "a list of numbers > 0")
+        for i, sigma in enumerate(self.noise_sigmas):
+            check_range(f"noise_sigmas[{i}]", sigma, 0.0, 10.0, low_open=True)
+        self.noise_sigmas = [float(s) for s in self.noise_sigmas]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -78,3 +93,69 @@ def throughput_sps(model: nn.Module, samples: torch.Tensor, cfg: MeasureConfig) 
     batch = samples.repeat(reps, *([1] * (samples.ndim - 1)))[:n]
     median = statistics.median(_time_runs(model, batch, max(1, cfg.warmup // 5), cfg.throughput_runs))
     return n / median
+
+
+def _weight(module: nn.Module) -> torch.Tensor | None:
+    value = getattr(module, "weight", None)
+    if callable(value) and not isinstance(value, torch.Tensor):  # torch.ao quantized modules
+        try:
+            value = value()
+        except (RuntimeError, TypeError):
+            return None
+    if not isinstance(value, torch.Tensor):
+        return None
+    return value.dequantize() if value.is_quantized else value
+
+
+def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
+    """(dense, non-zero) multiply-accumulates of one forward pass of one sample, over Linear and
+    Conv layers, float or quantized. ``non-zero`` counts only products with non-zero weights: the
+    work a sparse kernel would do.
+
+    Counted with forward hooks rather than ``torch.utils.flop_counter``: the flop counter sees
+    float aten ops only, so the int8 kernels of ``torch.ao`` quantized modules count as zero.
+    A layer's MACs are (output elements / output channels) x weight elements: for a Linear its
+    in x out, for a Conv2d the output positions x out x in/groups x kernel.
+    """
+    counts = [0, 0]
+
+    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        weight = _weight(module)
+        out = output[0] if isinstance(output, tuple) else output
+        if weight is None or not isinstance(out, torch.Tensor) or weight.ndim < 2:
+            return
+        channels = weight.shape[0]
+        positions = out.numel() // (out.shape[0] * channels)
+        counts[0] += positions * weight.numel()
+        counts[1] += positions * int(torch.count_nonzero(weight))
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        # quantized Linear keeps its weights in a child module, so children are no criterion
+        if hasattr(m, "in_features") or hasattr(m, "in_channels")
+    ]
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(sample[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counts[0], counts[1]
+
+
+def noisy_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, batch_size: int = 1024, seed: int = 0
+) -> float:
+    """Top-1 accuracy with Gaussian noise of standard deviation ``sigma`` added to the inputs (not
+    clipped), the same noise for every model (a fixed seed), so stages compare like for like."""
+    generator = torch.Generator().manual_seed(seed)
+    correct = 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch_size):
+            batch = x[i : i + batch_size]
+            noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype)
+            correct += int((model(batch + sigma * noise).argmax(1) == y[i : i + batch_size]).sum())
+    return correct / max(x.shape[0], 1)

@@ -66,7 +66,9 @@ class Validation:
 
     def suite(self, name: str) -> Suite:
         if name not in self.suites:
-            raise SuiteConfigError(f"suite {name!r} is not declared in gx_suites.yml; declared: {sorted(self.suites)}")
+            raise SuiteConfigError(
+                f"suite {name!r} is not declared in gx_suites.yml; declared: {sorted(self.suites)}"
+            )
         return self.suites[name]
 
     def check(self, suite_name: str, data: Any, subject: str) -> tuple[SuiteResult, pd.DataFrame]:
@@ -117,7 +119,9 @@ def _annotate(frame: pd.DataFrame, result: SuiteResult) -> pd.DataFrame:
     for failure in result.failures:
         for row in failure.rows:
             expected = ", ".join(f"{k}={v!r}" for k, v in failure.expected.items())
-            notes.setdefault(row, []).append(f"{failure.column + ': ' if failure.column else ''}{failure.expectation}({expected})")
+            notes.setdefault(row, []).append(
+                f"{failure.column + ': ' if failure.column else ''}{failure.expectation}({expected})"
+            )
     out = frame.copy()
     out["failed_checks"] = ["; ".join(notes.get(i, [])) for i in range(len(out))]
     return out

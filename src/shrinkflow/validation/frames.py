@@ -38,7 +38,7 @@ def _part_stats(split: Split, part: str) -> pd.DataFrame:
     mean = total / finite.sum(1).clamp(min=1)
     labels = split.y.numpy()
     counts = pd.Series(labels).value_counts()
-    c, h, w = (tuple(split.x.shape[1:]) + (1, 1, 1))[:3] if split.x.ndim == 4 else (0, 0, 0)
+    c, h, w = (int(d) for d in split.x.shape[1:]) if split.x.ndim == 4 else (0, 0, 0)
     return pd.DataFrame(
         {
             "part": part,
@@ -56,7 +56,9 @@ def _part_stats(split: Split, part: str) -> pd.DataFrame:
             # classes of 0..num_classes-1 that occur (labels outside that range are checked apart)
             "classes_present": int(((counts.index >= 0) & (counts.index < split.num_classes)).sum()),
             # this sample's class share over an even share: 1.0 everywhere for a balanced set
-            "class_balance": (pd.Series(labels).map(counts) * split.num_classes / max(n, 1)).to_numpy(dtype=float),
+            "class_balance": (pd.Series(labels).map(counts) * split.num_classes / max(n, 1)).to_numpy(
+                dtype=float
+            ),
         }
     )
 
@@ -117,11 +119,17 @@ def quality_table(metrics: Mapping[str, Mapping[str, Any]], final: str) -> pd.Da
     for stage, values in metrics.items():
         missing = [k for k in needed if not isinstance(values.get(k), (int, float))]
         if missing:
-            raise ValueError(f"quality table: stage {stage!r} metrics lack {missing}; expected {list(needed)}")
+            raise ValueError(
+                f"quality table: stage {stage!r} metrics lack {missing}; expected {list(needed)}"
+            )
     if "teacher" not in metrics:
-        raise ValueError(f"quality table: no teacher metrics among {sorted(metrics)}; drops are measured from it")
+        raise ValueError(
+            f"quality table: no teacher metrics among {sorted(metrics)}; drops are measured from it"
+        )
     if final not in metrics:
-        raise ValueError(f"quality table: final={final!r} is not among the evaluated stages {sorted(metrics)}")
+        raise ValueError(
+            f"quality table: final={final!r} is not among the evaluated stages {sorted(metrics)}"
+        )
     teacher = metrics["teacher"]
     return pd.DataFrame(
         [

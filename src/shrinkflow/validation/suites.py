@@ -55,7 +55,9 @@ def parse_suites(config: Mapping[str, Any]) -> dict[str, Suite]:
     suites = {}
     for name, block in (config or {}).items():
         if not isinstance(block, Mapping):
-            raise SuiteConfigError(f"gx_suites.{name}: expected a mapping with frame, on_failure, expectations")
+            raise SuiteConfigError(
+                f"gx_suites.{name}: expected a mapping with frame, on_failure, expectations"
+            )
         unknown = set(block) - {"frame", "on_failure", "expectations", "row_label", "description"}
         if unknown:
             raise SuiteConfigError(
@@ -67,7 +69,9 @@ def parse_suites(config: Mapping[str, Any]) -> dict[str, Suite]:
             raise SuiteConfigError(f"gx_suites.{name}.frame={frame!r}: expected one of {sorted(FRAMES)}")
         on_failure = block.get("on_failure", "fail")
         if on_failure not in ON_FAILURE:
-            raise SuiteConfigError(f"gx_suites.{name}.on_failure={on_failure!r}: expected one of {list(ON_FAILURE)}")
+            raise SuiteConfigError(
+                f"gx_suites.{name}.on_failure={on_failure!r}: expected one of {list(ON_FAILURE)}"
+            )
         items = block.get("expectations")
         if not isinstance(items, list) or not items:
             raise SuiteConfigError(f"gx_suites.{name}.expectations: expected a non-empty list")
@@ -93,7 +97,9 @@ def _lookup(params: Mapping[str, Any], dotted: str, where: str) -> Any:
         elif dataclasses.is_dataclass(value) and hasattr(value, part):
             value = getattr(value, part)
         else:
-            raise SuiteConfigError(f"{where}: parameter {dotted!r} is not set; expected a key of the run's parameters")
+            raise SuiteConfigError(
+                f"{where}: parameter {dotted!r} is not set; expected a key of the run's parameters"
+            )
     return value
 
 
@@ -135,7 +141,9 @@ class Failure:
     def check_text(self) -> str:
         """Expectation, expected values and, unless examples of the failing values say it,
         the observed value: ``expect_column_values_to_be_between(max_value=0.01) at quantized``."""
-        shown = self.labels[:5] + (["..."] if len(self.labels) > 5 or self.count > len(self.labels) > 0 else [])
+        shown = self.labels[:5] + (
+            ["..."] if len(self.labels) > 5 or self.count > len(self.labels) > 0 else []
+        )
         where = f" at {', '.join(shown)}" if self.labels else ""
         expected = ", ".join(f"{k}={v!r}" for k, v in self.expected.items())
         observed = "" if self.examples else f": observed {self.observed}"
@@ -258,7 +266,9 @@ class SuiteStore:
                 skipped.append(f"{item['type']}({kwargs.get('column', '')}): its bound is not set")
                 continue
             try:
-                configs.append(ExpectationConfiguration(type=item["type"], kwargs=kwargs, meta=item.get("meta")))
+                configs.append(
+                    ExpectationConfiguration(type=item["type"], kwargs=kwargs, meta=item.get("meta"))
+                )
             except Exception as exc:  # GX raises several types for unknown names and bad kwargs
                 raise SuiteConfigError(f"{where}: {type(exc).__name__}: {str(exc)[:300]}") from exc
         if not configs:
@@ -274,7 +284,9 @@ class SuiteStore:
                         f"gx_suites.{suite.name}.expectations[{i}] ({config.type}): {type(exc).__name__}: {str(exc)[:300]}"
                     ) from exc
             source = self._get_or_add(ctx.data_sources, "shrinkflow", "add_pandas", KeyError)
-            asset = self._get_or_add(source, suite.name, "add_dataframe_asset", LookupError, getter="get_asset")
+            asset = self._get_or_add(
+                source, suite.name, "add_dataframe_asset", LookupError, getter="get_asset"
+            )
             try:
                 batch = asset.get_batch_definition("all")
             except KeyError:
@@ -298,7 +310,8 @@ class SuiteStore:
 
     def _prune(self, suite: str) -> None:
         stored = sorted(
-            (self.root / "gx/uncommitted/validations" / suite).rglob("*.json"), key=lambda p: p.stat().st_mtime
+            (self.root / "gx/uncommitted/validations" / suite).rglob("*.json"),
+            key=lambda p: p.stat().st_mtime,
         )
         for old in stored[:-KEEP_RESULTS]:
             old.unlink(missing_ok=True)

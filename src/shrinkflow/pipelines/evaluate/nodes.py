@@ -10,6 +10,9 @@ from shrinkflow.core.evaluation import evaluate_artifact
 from shrinkflow.core.measure import MeasureConfig
 
 
-def evaluate_model(model: ModelArtifact, test: Split, cfg: MeasureConfig) -> dict[str, Any]:
-    """Accuracy, loss, parameters, sparsity, artifact bytes, latency and throughput on the test set."""
-    return evaluate_artifact(model, test, cfg)
+def evaluate_model(
+    model: ModelArtifact, teacher: ModelArtifact, test: Split, cfg: MeasureConfig
+) -> dict[str, Any]:
+    """Accuracy (top-1, top-5, under input noise), agreement with the teacher, parameters, MACs,
+    sparsity, artifact and packed bytes, latency and throughput on the test set."""
+    return evaluate_artifact(model, test, cfg, teacher=teacher)

@@ -7,14 +7,14 @@ from .nodes import evaluate_model
 
 def create_pipeline(**kwargs: object) -> Pipeline:
     template = Pipeline(
-        [node(evaluate_model, ["model", "test_set", "params:evaluate"], "metrics", name="evaluate")]
+        [node(evaluate_model, ["model", "teacher", "test_set", "params:evaluate"], "metrics", name="evaluate")]
     )
     return sum(
         (
             Pipeline(
                 template,
                 namespace=stage,
-                inputs={"model": f"{stage}_model", "test_set": "test_set"},
+                inputs={"model": f"{stage}_model", "teacher": "teacher_model", "test_set": "test_set"},
                 outputs={"metrics": f"{stage}_metrics"},
                 parameters={"params:evaluate": "params:evaluate"},
             )

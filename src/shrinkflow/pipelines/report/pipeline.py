@@ -8,7 +8,13 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 quality_gates,
-                ["teacher_metrics", "pruned_metrics", "distilled_metrics", "quantized_metrics", "params:gates"],
+                [
+                    "teacher_metrics",
+                    "pruned_metrics",
+                    "distilled_metrics",
+                    "quantized_metrics",
+                    "params:gates",
+                ],
                 "quality_gates",
                 name="quality_gates",
             ),
@@ -26,6 +32,6 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 ],
                 ["metrics_json", "report_md", "report_csv", "accuracy_size_plot"],
                 name="report",
-            )
+            ),
         ]
     )
