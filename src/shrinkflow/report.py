@@ -8,7 +8,7 @@ import pandas as pd
 
 from shrinkflow.core.evaluation import with_compression_ratio
 
-__all__ = ["accuracy_size_figure", "build_report"]
+__all__ = ["accuracy_size_figure", "build_report", "latency_figure", "sparsity_figure"]
 
 _COLUMNS = [
     ("accuracy", "accuracy", "{:.4f}"),
@@ -47,7 +47,8 @@ def build_report(
         row = with_compression_ratio(values, teacher)
         row["accuracy_delta_pp"] = 100.0 * (values["accuracy"] - teacher["accuracy"])
         document[stage] = {"status": "done", "method": record.get("method"), **row}
-    table = pd.DataFrame.from_dict(document, orient="index")
+    # per-layer sparsity is a mapping per stage: in metrics.json and its plot, not a table column
+    table = pd.DataFrame.from_dict(document, orient="index").drop(columns=["layer_sparsity"], errors="ignore")
     table.index.name = "stage"
     markdown = _markdown(document) + ("" if gates is None else _gates_markdown(gates))
     return document, markdown, table.reset_index()
@@ -127,4 +128,55 @@ def accuracy_size_figure(document: dict[str, Any]) -> Any:
     fig.suptitle("accuracy against size per stage")
     fig.tight_layout()
     plt.close(fig)  # the dataset saves it; keep pyplot's registry empty
+    return fig
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_figure(document: dict[str, Any]) -> Any:
+    """Batch-1 latency per stage (median bar, p95 whisker) beside large-batch throughput."""
+    plt = _pyplot()
+    done = {s: r for s, r in document.items() if r.get("status") == "done"}
+    throughput_key = next((k for r in done.values() for k in r if k.startswith("throughput_b")), None)
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+    stages = list(done)
+    p50 = [float(done[s]["latency_b1_p50_ms"]) for s in stages]
+    p95 = [float(done[s].get("latency_b1_p95_ms", done[s]["latency_b1_p50_ms"])) for s in stages]
+    lat.bar(stages, p50, yerr=[[0] * len(stages), [b - a for a, b in zip(p50, p95, strict=True)]], capsize=4)
+    lat.set_ylabel("latency at batch 1 (ms): median, whisker to p95")
+    if throughput_key:
+        thr.bar(stages, [float(done[s][throughput_key]) for s in stages], color="tab:green")
+        thr.set_ylabel(f"{throughput_key.replace('_sps', '')}: samples / s (median)")
+    for ax in (lat, thr):
+        ax.tick_params(axis="x", rotation=20)
+    fig.suptitle("speed per stage (this machine's CPU)")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def sparsity_figure(document: dict[str, Any]) -> Any:
+    """Fraction of zero weights per layer, one group of bars per layer, one bar per stage."""
+    plt = _pyplot()
+    done = {s: r.get("layer_sparsity") or {} for s, r in document.items() if r.get("status") == "done"}
+    layers = list(dict.fromkeys(name for per_layer in done.values() for name in per_layer))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(layers) + 3), 4.2))
+    width = 0.8 / max(len(done), 1)
+    for i, (stage, per_layer) in enumerate(done.items()):
+        xs = [j + i * width for j in range(len(layers))]
+        ax.bar(xs, [per_layer.get(name, 0.0) for name in layers], width, label=stage)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("zero weights")
+    ax.legend()
+    fig.suptitle("per-layer sparsity per stage")
+    fig.tight_layout()
+    plt.close(fig)
     return fig

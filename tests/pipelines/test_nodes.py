@@ -175,9 +175,20 @@ def test_report_marks_skipped_stages_and_computes_ratios():
         "packed_bytes": 390,
         "params_nonzero": 10,
         "sparsity": 0.0,
+        "latency_b1_p50_ms": 0.2,
+        "latency_b1_p95_ms": 0.3,
+        "throughput_b256_sps": 9000.0,
+        "layer_sparsity": {"1.weight": 0.0, "3.weight": 0.0},
     }
-    small = {**base, "accuracy": 0.975, "artifact_bytes": 100, "packed_bytes": 30}
-    document, markdown, table, figure = report(
+    small = {
+        **base,
+        "accuracy": 0.975,
+        "artifact_bytes": 100,
+        "packed_bytes": 30,
+        "latency_b1_p50_ms": 0.1,
+        "layer_sparsity": {"1.weight": 0.9, "3.weight": 0.5},
+    }
+    document, markdown, table, figure, speed, sparsity = report(
         base,
         base,
         small,
@@ -216,6 +227,12 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     )
     sizes = sorted(float(x) for c in packed.collections for x, _ in c.get_offsets())
     assert sizes == [30.0, 30.0, 390.0]
+    latency, throughput = speed.axes
+    assert [round(p.get_height(), 3) for p in latency.patches] == [0.2, 0.1, 0.1]  # evaluated stages only
+    assert [p.get_height() for p in throughput.patches] == [9000.0] * 3
+    heights = [round(p.get_height(), 2) for p in sparsity.axes[0].patches]
+    assert sorted(heights) == [0.0, 0.0, 0.5, 0.5, 0.9, 0.9]
+    assert "layer_sparsity" not in table.columns
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     assert buffer.getvalue()[:4] == b"\x89PNG"

@@ -14,6 +14,7 @@ from shrinkflow.core.measure import (
     count_macs,
     count_parameters,
     latency_ms,
+    layer_sparsity,
     noisy_accuracy,
     throughput_sps,
 )
@@ -55,12 +56,13 @@ def evaluate_artifact(
         reference = (
             logits if teacher is artifact else predict(teacher.model.eval(), test.x, cfg.eval_batch_size)
         )
-        metrics["teacher_agreement"] = float((reference.argmax(1) == logits.argmax(1)).float().mean())
+        metrics["teacher_agreement"] = int((reference.argmax(1) == logits.argmax(1)).sum()) / len(test)
     metrics.update(
         {
             "params_total": total,
             "params_nonzero": nonzero,
             "sparsity": 1.0 - nonzero / total if total else 0.0,
+            "layer_sparsity": layer_sparsity(model),
             "macs": macs,
             "macs_nonzero": macs_nonzero,
             "artifact_bytes": len(to_bytes(artifact)),

@@ -7,7 +7,14 @@ from .nodes import evaluate_model
 
 def create_pipeline(**kwargs: object) -> Pipeline:
     template = Pipeline(
-        [node(evaluate_model, ["model", "teacher", "test_set", "params:evaluate"], "metrics", name="evaluate")]
+        [
+            node(
+                evaluate_model,
+                ["model", "teacher", "test_set", "params:evaluate"],
+                "metrics",
+                name="evaluate",
+            )
+        ]
     )
     return sum(
         (

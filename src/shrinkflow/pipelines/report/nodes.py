@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from shrinkflow.report import accuracy_size_figure, build_report
+from shrinkflow.report import accuracy_size_figure, build_report, latency_figure, sparsity_figure
 from shrinkflow.stages import MODELS, GateStage
 from shrinkflow.validation.frames import quality_table
 
@@ -33,11 +33,18 @@ def report(
     distill_record: dict[str, Any],
     quantize_record: dict[str, Any],
     gates: pd.DataFrame,
-) -> tuple[dict[str, Any], str, pd.DataFrame, Any]:
+) -> tuple[dict[str, Any], str, pd.DataFrame, Any, Any, Any]:
     """metrics.json (by stage), a Markdown table, a CSV and an accuracy-size plot of every stage."""
     document, markdown, table = build_report(
         {"teacher": teacher, "pruned": pruned, "distilled": distilled, "quantized": quantized},
         {"pruned": prune_record, "distilled": distill_record, "quantized": quantize_record},
         gates,
     )
-    return document, markdown, table, accuracy_size_figure(document)
+    return (
+        document,
+        markdown,
+        table,
+        accuracy_size_figure(document),
+        latency_figure(document),
+        sparsity_figure(document),
+    )

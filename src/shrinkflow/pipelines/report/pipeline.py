@@ -30,7 +30,14 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "quantize_record",
                     "quality_gates",
                 ],
-                ["metrics_json", "report_md", "report_csv", "accuracy_size_plot"],
+                [
+                    "metrics_json",
+                    "report_md",
+                    "report_csv",
+                    "accuracy_size_plot",
+                    "latency_plot",
+                    "sparsity_plot",
+                ],
                 name="report",
             ),
         ]
