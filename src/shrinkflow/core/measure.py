@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from shrinkflow.core.config import Config, ConfigError, check_range
-from shrinkflow.core.sparsity import weight_tensors
+from shrinkflow.core.sparsity import module_tensor, weight_tensors
 
 __all__ = [
     "MeasureConfig",
@@ -95,18 +95,6 @@ def throughput_sps(model: nn.Module, samples: torch.Tensor, cfg: MeasureConfig) 
     return n / median
 
 
-def _weight(module: nn.Module) -> torch.Tensor | None:
-    value = getattr(module, "weight", None)
-    if callable(value) and not isinstance(value, torch.Tensor):  # torch.ao quantized modules
-        try:
-            value = value()
-        except (RuntimeError, TypeError):
-            return None
-    if not isinstance(value, torch.Tensor):
-        return None
-    return value.dequantize() if value.is_quantized else value
-
-
 def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
     """(dense, non-zero) multiply-accumulates of one forward pass of one sample, over Linear and
     Conv layers, float or quantized. ``non-zero`` counts only products with non-zero weights: the
@@ -120,7 +108,7 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
     counts = [0, 0]
 
     def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        weight = _weight(module)
+        weight = module_tensor(module)
         out = output[0] if isinstance(output, tuple) else output
         if weight is None or not isinstance(out, torch.Tensor) or weight.ndim < 2:
             return

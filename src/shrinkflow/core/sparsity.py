@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-__all__ = ["frozen_zeros", "prunable", "weight_tensors"]
+__all__ = ["frozen_zeros", "module_tensor", "prunable", "weight_tensors"]
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -32,16 +32,23 @@ def weight_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """
     for name, module in model.named_modules():
         for attr in ("weight", "bias"):
-            value = getattr(module, attr, None)
-            if callable(value) and not isinstance(value, torch.Tensor):
-                try:
-                    value = value()
-                except (RuntimeError, TypeError):
-                    continue
-            if isinstance(value, torch.Tensor):
-                if value.is_quantized:
-                    value = value.dequantize()
-                yield (f"{name}.{attr}" if name else attr), value.detach()
+            value = module_tensor(module, attr)
+            if value is not None:
+                yield (f"{name}.{attr}" if name else attr), value
+
+
+def module_tensor(module: nn.Module, attr: str = "weight") -> torch.Tensor | None:
+    """``module.<attr>`` as a float tensor: read directly, or through the accessor method that
+    ``torch.ao`` quantized modules have (``weight()``) and dequantized; None if there is none."""
+    value = getattr(module, attr, None)
+    if callable(value) and not isinstance(value, torch.Tensor):
+        try:
+            value = value()
+        except (RuntimeError, TypeError):
+            return None
+    if not isinstance(value, torch.Tensor):
+        return None
+    return (value.dequantize() if value.is_quantized else value).detach()
 
 
 @contextmanager
