@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_kedro_run import FAST_EVAL, kedro, make_project
+from test_kedro_run import kedro, project_after_a_good_run
 
 from shrinkflow.core.models import MLP
 
@@ -53,9 +53,7 @@ def _shown(out: str, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("bad_input"))
-    result = kedro(project, "--params", FAST_EVAL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    project = project_after_a_good_run(tmp_path_factory.mktemp("bad_input"))
     yield project
     out = os.environ.get("SHRINKFLOW_BAD_INPUT_TABLE")
     if out and TABLE:
@@ -95,8 +93,6 @@ def _npz(path: Path, x: np.ndarray, y: np.ndarray, **extra: object) -> Path:
 
 
 def _mnist_folder(folder: Path, cut_labels: bool) -> Path:
-    from test_kedro_run import ROOT  # noqa: F401  (same project layout)
-
     folder.mkdir()
     rng = np.random.default_rng(0)
     parts = {"train": 300, "t10k": 100}

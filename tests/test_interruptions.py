@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_kedro_run import FAST_EVAL, KEDRO, kedro, make_project
+from test_kedro_run import FAST_EVAL, KEDRO, kedro, project_after_a_good_run
 
 from shrinkflow.core import artifact
 
@@ -37,10 +37,7 @@ def _start(project: Path, *args: str) -> subprocess.Popen[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("interrupt"))
-    result = kedro(project, "--params", FAST_EVAL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return project
+    return project_after_a_good_run(tmp_path_factory.mktemp("interrupt"))
 
 
 def test_sigkill_during_a_model_save_keeps_the_previous_artifact_and_a_rerun_succeeds(project: Path):

@@ -57,16 +57,21 @@ def kedro(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def project_after_a_good_run(dest: Path) -> Path:
+    """A project copy in which the default digits run has completed (fast timing)."""
+    project = make_project(dest)
+    result = kedro(project, "--params", FAST_EVAL)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return project
+
+
 def metrics(project: Path) -> dict:
     return json.loads((project / "data/08_reporting/metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("project"))
-    result = kedro(project, "--params", FAST_EVAL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return project
+    return project_after_a_good_run(tmp_path_factory.mktemp("project"))
 
 
 def test_default_run_meets_the_digits_targets(default_run: Path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_kedro_run import FAST_EVAL, kedro, make_project
+from test_kedro_run import kedro, project_after_a_good_run
 
 
 def _hash(path: Path) -> str:
@@ -17,10 +17,7 @@ def _hash(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("gates"))
-    result = kedro(project, "--params", FAST_EVAL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return project
+    return project_after_a_good_run(tmp_path_factory.mktemp("gates"))
 
 
 def test_the_default_run_passes_every_gate_and_reports_them(project: Path):

@@ -118,9 +118,8 @@ def _annotate(frame: pd.DataFrame, result: SuiteResult) -> pd.DataFrame:
     notes: dict[int, list[str]] = {}
     for failure in result.failures:
         for row in failure.rows:
-            expected = ", ".join(f"{k}={v!r}" for k, v in failure.expected.items())
             notes.setdefault(row, []).append(
-                f"{failure.column + ': ' if failure.column else ''}{failure.expectation}({expected})"
+                f"{failure.column + ': ' if failure.column else ''}{failure.call()}"
             )
     out = frame.copy()
     out["failed_checks"] = ["; ".join(notes.get(i, [])) for i in range(len(out))]

@@ -138,6 +138,11 @@ class Failure:
     rows: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
 
+    def call(self) -> str:
+        """``expect_column_values_to_be_between(max_value=0.01)``: the expectation as configured."""
+        expected = ", ".join(f"{k}={v!r}" for k, v in self.expected.items())
+        return f"{self.expectation}({expected})"
+
     def check_text(self) -> str:
         """Expectation, expected values and, unless examples of the failing values say it,
         the observed value: ``expect_column_values_to_be_between(max_value=0.01) at quantized``."""
@@ -145,14 +150,12 @@ class Failure:
             ["..."] if len(self.labels) > 5 or self.count > len(self.labels) > 0 else []
         )
         where = f" at {', '.join(shown)}" if self.labels else ""
-        expected = ", ".join(f"{k}={v!r}" for k, v in self.expected.items())
         observed = "" if self.examples else f": observed {self.observed}"
-        return f"{self.expectation}({expected}){where}{observed}"
+        return f"{self.call()}{where}{observed}"
 
     def describe(self) -> str:
         where = f" at {', '.join(self.labels)}" if self.labels else ""
-        expected = ", ".join(f"{k}={v!r}" for k, v in self.expected.items())
-        return f"{self.expectation}({expected}): observed {self.observed}{where}"
+        return f"{self.call()}: observed {self.observed}{where}"
 
 
 @dataclass
@@ -162,7 +165,6 @@ class SuiteResult:
     evaluated: int
     failures: list[Failure]
     skipped: list[str]
-    docs: str | None = None
 
     def message(self, subject: str) -> str:
         lines = [f"{subject}: {len(self.failures)} of {self.evaluated} expectations failed"]
