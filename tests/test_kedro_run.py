@@ -34,6 +34,9 @@ REQUIRED = (
     "teacher_agreement",
     "latency_b1_p50_ms",
     "throughput_b256_sps",
+    "model_memory_bytes",
+    "activation_peak_bytes",
+    "peak_memory_bytes",
 )
 FAST_EVAL = "evaluate.latency_runs=20,evaluate.throughput_runs=5"
 #: for recipes trained too briefly to hold the default 2-point accuracy gate (test_quality_gates.py tests it)
@@ -76,7 +79,7 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_default_run_meets_the_digits_targets(default_run: Path):
     document = metrics(default_run)
-    assert list(document) == list(STAGES)
+    assert list(document) == [*STAGES, "onnx"]
     for stage in STAGES:
         assert document[stage]["status"] == "done"
         assert all(key in document[stage] for key in REQUIRED), stage
@@ -87,6 +90,13 @@ def test_default_run_meets_the_digits_targets(default_run: Path):
     assert document["pruned"]["sparsity"] >= 0.69
     assert (default_run / "data/08_reporting/report.md").read_text().count("| ") >= 4
     assert "quantized" in (default_run / "data/08_reporting/report.csv").read_text()
+    # the final model as int8 ONNX, agreeing with PyTorch, a quarter of the teacher's weights in memory
+    onnx = document["onnx"]
+    assert onnx["format"] == "int8" and onnx["agreement"] >= 0.99
+    assert onnx["onnx_bytes"] == (default_run / "data/06_models/final.onnx").stat().st_size
+    assert onnx["onnx_bytes"] < teacher["artifact_bytes"] / 3
+    assert final["model_memory_bytes"] < teacher["model_memory_bytes"] / 3
+    assert "## ONNX export" in (default_run / "data/08_reporting/report.md").read_text()
 
 
 def test_same_seed_same_figures(default_run: Path, tmp_path: Path):

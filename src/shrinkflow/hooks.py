@@ -108,7 +108,7 @@ class TrackingHook:
       when DVC runs the stage, the model and data-set plugins and each stage's method plugin
       with its distribution and version;
     - metrics: each stage's evaluation as ``<stage>.<metric>`` when it is saved (in a DVC stage
-      that only reports, from ``metrics_json``);
+      that only reports, from ``metrics_json``), the ONNX export's as ``onnx.<metric>``;
     - the final compressed model as an MLflow pyfunc model (``shrinkflow.mlflow_model``) holding
       the artifact file itself;
     - the quality gates' outcome as the tag ``quality_gates`` (``passed`` or ``failed: <stages>``
@@ -197,6 +197,9 @@ class TrackingHook:
             mlflow.set_tags(tags)
         elif dataset_name.removesuffix("_metrics") in MODELS and isinstance(data, dict):
             self._log_metrics(dataset_name.removesuffix("_metrics"), data)
+        elif dataset_name == "onnx_metrics" and isinstance(data, dict):
+            self._log_metrics("onnx", data)
+            mlflow.set_tag("onnx.format", str(data.get("format")))
         elif dataset_name == "metrics_json" and isinstance(data, dict):
             for stage, values in data.items():
                 if isinstance(values, dict):

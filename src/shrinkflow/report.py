@@ -30,12 +30,15 @@ def build_report(
     metrics: dict[str, dict[str, Any]],
     records: dict[str, dict[str, Any]],
     gates: pd.DataFrame | None = None,
+    onnx: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str, pd.DataFrame]:
     """Combine per-stage metrics and stage records into the report outputs.
 
     A stage whose method was ``none`` is marked ``{"status": "skipped"}`` and carries no metrics
     (its model is its input's). ``compression_ratio`` is teacher artifact bytes over this stage's.
     ``gates``: the validated quality table (``failed_checks`` per stage), shown as its own section.
+    ``onnx``: the export's metrics (``onnx_metrics``), kept as ``document["onnx"]`` with status
+    ``exported`` and shown beside the PyTorch stages it came from; not a row of the stage table.
     """
     teacher = metrics["teacher"]
     document: dict[str, Any] = {}
@@ -51,7 +54,48 @@ def build_report(
     table = pd.DataFrame.from_dict(document, orient="index").drop(columns=["layer_sparsity"], errors="ignore")
     table.index.name = "stage"
     markdown = _markdown(document) + ("" if gates is None else _gates_markdown(gates))
+    if onnx is not None:
+        document["onnx"] = {"status": "exported", "method": f"onnx {onnx.get('format')}", **onnx}
+        markdown += _onnx_markdown(document)
     return document, markdown, table.reset_index()
+
+
+def _onnx_markdown(document: dict[str, Any]) -> str:
+    """The export beside the PyTorch model it came from and the fp32 teacher in eager PyTorch."""
+    onnx, teacher = document["onnx"], document["teacher"]
+    source = next(
+        (document[s] for s in ("quantized", "distilled", "pruned") if document[s]["status"] == "done"),
+        teacher,
+    )
+    throughput = next((k for k in onnx if k.startswith("throughput_b")), None)
+    rows = [
+        ("teacher (PyTorch fp32)", teacher),
+        ("final model (PyTorch)", source),
+        (f"ONNX Runtime ({onnx['format']})", onnx),
+    ]
+    lines = [
+        "",
+        "## ONNX export",
+        "",
+        f"`data/06_models/final.onnx`: {onnx['format']} ({'QDQ' if onnx['format'] == 'int8' else 'as stored'}), "
+        f"{onnx['onnx_bytes']:,} bytes; its predictions agree with the PyTorch model's on "
+        f"{onnx['agreement']:.2%} of the test set ({onnx['disagreements']} of {onnx['test_samples']} differ).",
+        "",
+        "| runtime | accuracy | latency b1 p50 (ms) | vs teacher | throughput (samples/s) | vs teacher |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, row in rows:
+        lat, thr = row["latency_b1_p50_ms"], row.get(throughput or "", float("nan"))
+        lines.append(
+            f"| {label} | {row['accuracy']:.4f} | {lat:.3f} | {teacher['latency_b1_p50_ms'] / lat:.2f}x "
+            f"| {thr:,.0f} | {thr / teacher.get(throughput or '', float('nan')):.2f}x |"
+        )
+    lines += [
+        "",
+        f"Timed on {onnx.get('threads', '?')} thread(s); speed ratios are against the teacher in eager PyTorch.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def _gates_markdown(gates: pd.DataFrame) -> str:
@@ -93,7 +137,8 @@ def _markdown(document: dict[str, Any]) -> str:
         "MACs are multiply-accumulates per sample in Linear and Conv layers with non-zero weights",
         "(metrics.json also has dense `macs`, top-5 accuracy and accuracy under Gaussian input noise).",
         "Agreement is the share of test predictions equal to the teacher's.",
-        "Latency and throughput are medians of wall-clock runs on this machine's CPU.",
+        "Latency and throughput are medians of wall-clock runs on this machine's CPU, on a fixed number",
+        "of threads (evaluate.threads); metrics.json also has peak inference memory per stage.",
         "",
     ]
     return "\n".join(lines)
@@ -143,7 +188,7 @@ def _pyplot() -> Any:
 def latency_figure(document: dict[str, Any]) -> Any:
     """Batch-1 latency per stage (median bar, p95 whisker) beside large-batch throughput."""
     plt = _pyplot()
-    done = {s: r for s, r in document.items() if r.get("status") == "done"}
+    done = {s: r for s, r in document.items() if r.get("status") in ("done", "exported")}
     throughput_key = next((k for r in done.values() for k in r if k.startswith("throughput_b")), None)
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
     stages = list(done)

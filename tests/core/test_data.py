@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from shrinkflow.core.data import DataError, RawData, Split, check_split, split_data
+from shrinkflow.core.data import DataError, RawData, Split, calibration_batches, check_split, split_data
 
 
 def _indexed(raw: RawData) -> RawData:
@@ -235,3 +235,12 @@ def test_the_largest_valid_label_is_num_classes_minus_one():
     assert check_split(s, "s") is s
     with pytest.raises(DataError, match=r"expected 0 <= label < 9"):
         check_split(Split(s.x, s.y, 9), "s")
+
+
+def test_calibration_draws_the_configured_number_of_samples(digits_splits):
+    train = digits_splits[0]
+    sizes = [len(b) for b in calibration_batches(train, 3, 100)]
+    assert sizes == [100, 100, 100]
+    assert sum(len(b) for b in calibration_batches(train, 100, 500)) == len(train)  # capped at the data
+    first, again = next(calibration_batches(train, 1, 50)), next(calibration_batches(train, 1, 50))
+    assert torch.equal(first, again)  # the same samples in every run

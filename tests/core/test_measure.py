@@ -11,14 +11,17 @@ from torch import nn
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.measure import (
     MeasureConfig,
+    activation_peak_bytes,
     count_macs,
     count_parameters,
+    fixed_threads,
     latency_ms,
     layer_sparsity,
+    model_bytes,
     noisy_accuracy,
     throughput_sps,
 )
-from shrinkflow.core.models import MLP, LeNet5
+from shrinkflow.core.models import MLP, LeNet5, lenet_300_100
 
 QUICK = MeasureConfig(warmup=2, latency_runs=20, throughput_batch=16, throughput_runs=5)
 
@@ -127,6 +130,7 @@ def test_throughput_of_quantized_model_is_positive():
         {"throughput_runs": 1.5},
         {"eval_batch_size": 0},
         {"noise_sigmas": 0.1},
+        {"threads": 0},
     ],
 )
 def test_measure_config_rejects_bad_values(options):
@@ -180,3 +184,48 @@ def test_a_non_positive_noise_sigma_is_named():
     with pytest.raises(ConfigError) as info:
         MeasureConfig(noise_sigmas=[0.1, -0.2])
     assert info.value.key == "noise_sigmas[1]"
+
+
+def test_model_bytes_counts_packed_int8_weights_at_one_byte_each():
+    model = lenet_300_100((1, 28, 28), 10).eval()
+    params = sum(p.numel() for p in model.parameters())
+    assert model_bytes(model) == 4 * params  # 266,610 fp32 values
+    int8 = model_bytes(_quantized(model))
+    weights = 784 * 300 + 300 * 100 + 100 * 10
+    # int8 weights + fp32 biases + a per-layer scale and zero point
+    assert weights + 4 * (300 + 100 + 10) <= int8 <= weights + 4 * (300 + 100 + 10) + 64 * 3
+
+
+def test_activation_peak_covers_the_layer_outputs_and_scales_with_the_batch():
+    model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10)).eval()
+    small, large = (activation_peak_bytes(model, torch.rand(n, 784)) for n in (16, 256))
+    assert large >= 256 * 300 * 4  # the hidden activations are live at least once
+    assert large == pytest.approx(16 * small, rel=0.05)
+
+
+def test_int8_lenet_300_100_needs_less_inference_memory_than_fp32_at_batch_256():
+    model = lenet_300_100((1, 28, 28), 10).eval()
+    batch = torch.rand(256, 1, 28, 28)
+    fp32 = model_bytes(model) + activation_peak_bytes(model, batch)
+    int8 = model_bytes(_quantized(model)) + activation_peak_bytes(_quantized(model), batch)
+    assert int8 < 0.7 * fp32
+
+
+def test_fixed_threads_sets_and_restores_torchs_thread_count():
+    before = torch.get_num_threads()
+    with fixed_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_latency_and_throughput_time_any_callable():
+    calls = []
+
+    def runner(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return x.sum(1)
+
+    cfg = MeasureConfig(warmup=2, latency_runs=5, throughput_batch=8, throughput_runs=3)
+    p50, p95 = latency_ms(runner, torch.rand(4, 3), cfg)
+    assert 0 < p50 <= p95 and calls == [1] * 7
+    assert throughput_sps(runner, torch.rand(4, 3), cfg) > 0 and calls[7:] == [8] * 4

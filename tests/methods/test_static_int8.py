@@ -21,7 +21,6 @@ from shrinkflow.core.sparsity import weight_tensors
 from shrinkflow.core.training import TrainConfig, evaluate, fit, predict, seed_everything
 from shrinkflow.methods.quantization.static_int8 import (
     StaticInt8Config,
-    calibration_batches,
     engines,
     plugin,
     quantized_modules,
@@ -142,13 +141,6 @@ def test_forward_leaves_the_deterministic_mode_as_it_was(trained_mlp, make_ctx, 
     out(digits_splits[2].x)
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.is_deterministic_algorithms_warn_only_enabled()
-
-
-def test_calibration_draws_the_configured_number_of_samples(digits_splits):
-    train = digits_splits[0]
-    sizes = [len(b) for b in calibration_batches(train, 3, 100)]
-    assert sizes == [100, 100, 100]
-    assert sum(len(b) for b in calibration_batches(train, 100, 500)) == len(train)  # capped at the data
 
 
 class _Branchy(nn.Module):

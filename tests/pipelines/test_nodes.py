@@ -11,10 +11,12 @@ import torch
 from shrinkflow.core.artifact import ArtifactError
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.data import DataError, RawData, Split
+from shrinkflow.core.export import ExportConfig
 from shrinkflow.core.measure import MeasureConfig
 from shrinkflow.pipelines.data.nodes import split_data
 from shrinkflow.pipelines.distill.nodes import distill_model
 from shrinkflow.pipelines.evaluate.nodes import evaluate_model
+from shrinkflow.pipelines.export.nodes import export_onnx
 from shrinkflow.pipelines.prune.nodes import prune_model
 from shrinkflow.pipelines.quantize.nodes import quantize_model
 from shrinkflow.pipelines.report.nodes import report
@@ -168,6 +170,24 @@ def test_stage_configs_name_key_value_and_range(stage, params, message):
         stage(**params)
 
 
+def test_export_node_writes_int8_onnx_that_agrees_with_the_quantized_model(digits_splits):
+    train, val, test = digits_splits
+    teacher = train_teacher(
+        train,
+        val,
+        None,
+        TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [128]}}, train={"epochs": 5}),
+    )
+    quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
+    data, metrics = export_onnx(quantized, train, test, ExportConfig(), FAST)
+    assert data[:2] == b"\x08\x0a"  # an ONNX ModelProto (ir_version field first)
+    assert metrics["format"] == "int8" and metrics["onnx_bytes"] == len(data)
+    assert metrics["agreement"] >= 0.99 and metrics["test_samples"] == len(test)
+    assert metrics["disagreements"] == round((1 - metrics["agreement"]) * len(test))
+    assert abs(metrics["accuracy"] - evaluate_model(quantized, teacher, test, FAST)["accuracy"]) <= 0.01
+    assert metrics["latency_b1_p50_ms"] <= metrics["latency_b1_p95_ms"] and metrics["throughput_b256_sps"] > 0
+
+
 def test_report_marks_skipped_stages_and_computes_ratios():
     base = {
         "accuracy": 0.98,
@@ -208,6 +228,18 @@ def test_report_marks_skipped_stages_and_computes_ratios():
                 ],
             }
         ),
+        {
+            "format": "int8",
+            "onnx_bytes": 80,
+            "accuracy": 0.975,
+            "agreement": 0.999,
+            "disagreements": 1,
+            "test_samples": 1000,
+            "latency_b1_p50_ms": 0.05,
+            "latency_b1_p95_ms": 0.06,
+            "throughput_b256_sps": 18000.0,
+            "threads": 1,
+        },
     )
     assert (
         "| quantized | +0.50 | **FAILED**: accuracy_drop: expect_column_values_to_be_between(max_value=0.001) |"
@@ -228,8 +260,13 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     sizes = sorted(float(x) for c in packed.collections for x, _ in c.get_offsets())
     assert sizes == [30.0, 30.0, 390.0]
     latency, throughput = speed.axes
-    assert [round(p.get_height(), 3) for p in latency.patches] == [0.2, 0.1, 0.1]  # evaluated stages only
-    assert [p.get_height() for p in throughput.patches] == [9000.0] * 3
+    # evaluated stages and the ONNX export; skipped ones left out
+    assert [round(p.get_height(), 3) for p in latency.patches] == [0.2, 0.1, 0.1, 0.05]
+    assert [p.get_height() for p in throughput.patches] == [9000.0] * 3 + [18000.0]
+    assert document["onnx"]["status"] == "exported" and "onnx" not in set(table["stage"])
+    assert "agree with the PyTorch model's on 99.90% of the test set (1 of 1000 differ)" in markdown
+    assert "| ONNX Runtime (int8) | 0.9750 | 0.050 | 4.00x | 18,000 | 2.00x |" in markdown
+    assert "| final model (PyTorch) | 0.9750 | 0.100 | 2.00x | 9,000 | 1.00x |" in markdown
     heights = [round(p.get_height(), 2) for p in sparsity.axes[0].patches]
     assert sorted(heights) == [0.0, 0.0, 0.5, 0.5, 0.9, 0.9]
     assert "layer_sparsity" not in table.columns

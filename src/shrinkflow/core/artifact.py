@@ -32,6 +32,7 @@ __all__ = [
     "from_bytes",
     "load",
     "load_state_dict",
+    "rebuild",
     "save",
     "to_bytes",
 ]
@@ -196,17 +197,25 @@ def from_payload(payload: Any, source: str) -> ModelArtifact:
     try:
         spec = ModelSpec.from_dict(payload["spec"], key="spec")
         artifact = ModelArtifact.build(spec, tuple(payload["input_shape"]), int(payload["num_classes"]))
-        model = artifact.model
-        for step in payload["recipe"]:
-            method = plugins.load(step["family"], step["method"])
-            model = method.restore(
-                model, method.config(step["config"], key=step["method"]), step.get("structure")
-            )
+        model = rebuild(artifact.model, payload["recipe"])
     except (ConfigError, plugins.PluginError, KeyError) as exc:
         raise ArtifactError(f"{source!r} cannot be rebuilt: {exc}") from exc
     load_state_dict(model, payload["state_dict"], source)
     model.eval()
     return replace(artifact, model=model, recipe=list(payload["recipe"]))
+
+
+def rebuild(model: nn.Module, recipe: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> nn.Module:
+    """Re-apply each recipe step's ``restore`` (structure only, no tensors) to a fresh ``model``;
+    steps of the plugin families in ``skip`` are left out."""
+    for step in recipe:
+        if step["family"] in skip:
+            continue
+        method = plugins.load(step["family"], step["method"])
+        model = method.restore(
+            model, method.config(step["config"], key=step["method"]), step.get("structure")
+        )
+    return model
 
 
 def from_bytes(data: bytes) -> ModelArtifact:

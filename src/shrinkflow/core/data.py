@@ -6,13 +6,14 @@ than a per-sample ``Dataset.__getitem__`` loop, so everything here is a pair of 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-__all__ = ["DataError", "RawData", "Split", "check_split", "split_data"]
+__all__ = ["DataError", "RawData", "Split", "calibration_batches", "check_split", "split_data"]
 
 
 class DataError(ValueError):
@@ -106,3 +107,11 @@ def split_data(
     train = Split(pool.x[train_idx], pool.y[train_idx], pool.num_classes)
     val = Split(pool.x[val_idx], pool.y[val_idx], pool.num_classes)
     return train, val, test
+
+
+def calibration_batches(data: Split, batches: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """A fixed random subset of ``data`` (seed 0: the same samples in every run), in batches:
+    what static quantizers observe to fix activation ranges."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    for i in range(min(batches, -(-len(data) // batch_size))):
+        yield data.x[order[i * batch_size : (i + 1) * batch_size]]

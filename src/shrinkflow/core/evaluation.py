@@ -11,16 +11,20 @@ from shrinkflow.core.artifact import ModelArtifact, to_bytes
 from shrinkflow.core.data import Split
 from shrinkflow.core.measure import (
     MeasureConfig,
+    activation_peak_bytes,
     count_macs,
     count_parameters,
+    fixed_threads,
+    large_batch,
     latency_ms,
     layer_sparsity,
+    model_bytes,
     noisy_accuracy,
     throughput_sps,
 )
 from shrinkflow.core.training import predict
 
-__all__ = ["evaluate_artifact", "with_compression_ratio"]
+__all__ = ["evaluate_artifact", "evaluate_onnx", "with_compression_ratio"]
 
 
 def evaluate_artifact(
@@ -34,13 +38,25 @@ def evaluate_artifact(
     ``macs`` / ``macs_nonzero``: multiply-accumulates per sample (dense / with non-zero weights);
     ``accuracy_noise_<sigma>``: accuracy with Gaussian input noise; ``teacher_agreement``: the share
     of test predictions equal to the teacher's; ``top5_accuracy`` when there are more than 5 classes.
+    ``peak_memory_bytes`` = ``model_memory_bytes`` (weights as held in memory, int8 where packed)
+    + ``activation_peak_bytes`` (one forward pass at the throughput batch). Timings run on
+    ``cfg.threads`` threads.
     """
+    with fixed_threads(cfg.threads):
+        return _evaluate(artifact, test, cfg, teacher)
+
+
+def _evaluate(
+    artifact: ModelArtifact, test: Split, cfg: MeasureConfig, teacher: ModelArtifact | None
+) -> dict[str, Any]:
     model = artifact.model.eval()
     logits = predict(model, test.x, cfg.eval_batch_size)
     accuracy = int((logits.argmax(1) == test.y).sum()) / len(test)
     total, nonzero = count_parameters(model)
     macs, macs_nonzero = count_macs(model, test.x)
     p50, p95 = latency_ms(model, test.x, cfg)
+    weights = model_bytes(model)
+    activations = activation_peak_bytes(model, large_batch(test.x, cfg.throughput_batch))
     metrics: dict[str, Any] = {
         "accuracy": accuracy,
         "loss": float(F.cross_entropy(logits, test.y)),
@@ -70,10 +86,42 @@ def evaluate_artifact(
             "latency_b1_p50_ms": p50,
             "latency_b1_p95_ms": p95,
             f"throughput_b{cfg.throughput_batch}_sps": throughput_sps(model, test.x, cfg),
+            "model_memory_bytes": weights,
+            "activation_peak_bytes": activations,
+            "peak_memory_bytes": weights + activations,
+            "threads": cfg.threads,
             "test_samples": len(test),
         }
     )
     return metrics
+
+
+def evaluate_onnx(
+    onnx: bytes, fmt: str, artifact: ModelArtifact, test: Split, cfg: MeasureConfig
+) -> dict[str, Any]:
+    """The exported model in ONNX Runtime beside the PyTorch model it came from: accuracy,
+    ``agreement`` (share of test predictions equal to PyTorch's), size, latency and throughput,
+    both runtimes timed the same way on ``cfg.threads`` threads."""
+    from shrinkflow.core.export import OnnxModel
+
+    session = OnnxModel(onnx, threads=cfg.threads)
+    with fixed_threads(cfg.threads):
+        reference = predict(artifact.model.eval(), test.x, cfg.eval_batch_size).argmax(1)
+        predicted = session.predict(test.x, cfg.eval_batch_size).argmax(1)
+        p50, p95 = latency_ms(session, test.x, cfg)
+        throughput = throughput_sps(session, test.x, cfg)
+    return {
+        "format": fmt,
+        "onnx_bytes": len(onnx),
+        "accuracy": int((predicted == test.y).sum()) / len(test),
+        "agreement": int((predicted == reference).sum()) / len(test),
+        "disagreements": int((predicted != reference).sum()),
+        "latency_b1_p50_ms": p50,
+        "latency_b1_p95_ms": p95,
+        f"throughput_b{cfg.throughput_batch}_sps": throughput,
+        "threads": cfg.threads,
+        "test_samples": len(test),
+    }
 
 
 def with_compression_ratio(metrics: dict[str, Any], teacher: dict[str, Any]) -> dict[str, Any]:

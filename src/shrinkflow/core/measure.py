@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,10 +18,13 @@ from shrinkflow.core.sparsity import module_tensor, weight_tensors
 
 __all__ = [
     "MeasureConfig",
+    "activation_peak_bytes",
     "count_macs",
     "count_parameters",
+    "fixed_threads",
     "latency_ms",
     "layer_sparsity",
+    "model_bytes",
     "noisy_accuracy",
     "throughput_sps",
 ]
@@ -25,13 +32,17 @@ __all__ = [
 
 @dataclass
 class MeasureConfig(Config):
-    """How speed is measured: warm-up runs, timed runs, the large batch for throughput."""
+    """How speed is measured: warm-up runs, timed runs, the large batch for throughput (and for
+    peak memory), and a fixed number of CPU threads for every timing (1 by default: figures that do
+    not depend on how many cores the machine has or how busy the others are; set it to the serving
+    machine's thread count to time that set-up)."""
 
     warmup: int = 10
     latency_runs: int = 200
     throughput_batch: int = 256
     throughput_runs: int = 20
     eval_batch_size: int = 1024
+    threads: int = 1
     #: standard deviations of the Gaussian noise added to the [0, 1] inputs for ``accuracy_noise_<sigma>``
     noise_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
 
@@ -41,6 +52,7 @@ class MeasureConfig(Config):
         check_range("throughput_batch", self.throughput_batch, 1, 1_000_000, integer=True)
         check_range("throughput_runs", self.throughput_runs, 1, 100_000, integer=True)
         check_range("eval_batch_size", self.eval_batch_size, 1, 1_000_000, integer=True)
+        check_range("threads", self.threads, 1, 1024, integer=True)
         if not isinstance(self.noise_sigmas, (list, tuple)):
             raise ConfigError("noise_sigmas", self.noise_sigmas, "a list of numbers > 0")
         for i, sigma in enumerate(self.noise_sigmas):
@@ -66,8 +78,23 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
     }
 
 
-def _time_runs(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
-    model.eval()
+@contextlib.contextmanager
+def fixed_threads(threads: int) -> Iterator[None]:
+    """Run torch's CPU ops on ``threads`` intra-op threads inside this block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+Model = Callable[[torch.Tensor], Any]  # an nn.Module, or an ONNX Runtime session wrapper
+
+
+def _time_runs(model: Model, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
+    if isinstance(model, nn.Module):
+        model.eval()
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
@@ -79,20 +106,91 @@ def _time_runs(model: nn.Module, x: torch.Tensor, warmup: int, runs: int) -> lis
     return times
 
 
-def latency_ms(model: nn.Module, sample: torch.Tensor, cfg: MeasureConfig) -> tuple[float, float]:
+def latency_ms(model: Model, sample: torch.Tensor, cfg: MeasureConfig) -> tuple[float, float]:
     """(p50, p95) wall-clock milliseconds for one batch-1 forward pass."""
     times = sorted(_time_runs(model, sample[:1], cfg.warmup, cfg.latency_runs))
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     return statistics.median(times) * 1e3, p95 * 1e3
 
 
-def throughput_sps(model: nn.Module, samples: torch.Tensor, cfg: MeasureConfig) -> float:
-    """Samples per second at batch ``cfg.throughput_batch`` (median over timed runs)."""
-    n = cfg.throughput_batch
+def large_batch(samples: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` samples (``samples`` repeated when it holds fewer)."""
     reps = -(-n // samples.shape[0])
-    batch = samples.repeat(reps, *([1] * (samples.ndim - 1)))[:n]
+    return samples.repeat(reps, *([1] * (samples.ndim - 1)))[:n]
+
+
+def throughput_sps(model: Model, samples: torch.Tensor, cfg: MeasureConfig) -> float:
+    """Samples per second at batch ``cfg.throughput_batch`` (median over timed runs)."""
+    batch = large_batch(samples, cfg.throughput_batch)
     median = statistics.median(_time_runs(model, batch, max(1, cfg.warmup // 5), cfg.throughput_runs))
-    return n / median
+    return cfg.throughput_batch / median
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes the model's tensors occupy in memory: parameters and buffers, and the int8 weights
+    that ``torch.ao`` quantized modules keep packed outside their parameters (read back through
+    their state_dict, where they appear as qint8 tensors)."""
+    total = 0
+
+    def add(value: Any) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                add(item)
+
+    for value in model.state_dict().values():
+        add(value)
+    return total
+
+
+@contextlib.contextmanager
+def _silent_stderr() -> Iterator[None]:
+    # The profiler's C++ side (kineto) prints start/stop lines straight to file descriptor 2 on
+    # every use, which no Python-level filter reaches; errors still surface as Python exceptions.
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def activation_peak_bytes(model: nn.Module, batch: torch.Tensor) -> int:
+    """Peak bytes of the tensors one forward pass of ``batch`` allocates on top of what was already
+    allocated (inputs and weights excluded), from torch's profiler memory events.
+
+    The profiler sees every tensor torch's CPU allocator hands out, and not the scratch buffers
+    kernel libraries allocate themselves (fbgemm's packed activations for int8): those are small
+    next to the activations at large batches. Hand-counting with hooks would miss the
+    intermediates inside a layer (the int32 accumulators of int8 kernels), so events it is.
+    """
+    from torch._C._autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    model.eval()
+    with (
+        torch.inference_mode(),
+        _silent_stderr(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        model(batch)
+    events = sorted(
+        (
+            e
+            for e in prof.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == DeviceType.CPU
+        ),
+        key=lambda e: e.start_ns(),
+    )
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
 
 
 def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:

@@ -1,5 +1,11 @@
-"""Kedro datasets: model artifacts, user checkpoints, data-set plugins."""
+"""Kedro datasets: model artifacts, ONNX exports, user checkpoints, data-set plugins."""
 
-from shrinkflow.io.datasets import CheckpointDataset, ModelArtifactDataset, PluginDataset, SplitDataset
+from shrinkflow.io.datasets import (
+    CheckpointDataset,
+    ModelArtifactDataset,
+    OnnxDataset,
+    PluginDataset,
+    SplitDataset,
+)
 
-__all__ = ["CheckpointDataset", "ModelArtifactDataset", "PluginDataset", "SplitDataset"]
+__all__ = ["CheckpointDataset", "ModelArtifactDataset", "OnnxDataset", "PluginDataset", "SplitDataset"]

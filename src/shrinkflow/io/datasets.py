@@ -38,6 +38,42 @@ class ModelArtifactDataset(AbstractDataset[art.ModelArtifact, art.ModelArtifact]
         return {"filepath": str(self._filepath)}
 
 
+class OnnxDataset(AbstractDataset[bytes, bytes]):
+    """An ONNX model file (the serialized ``ModelProto``), written atomically and checked by
+    ``onnx.checker`` on load, so a truncated or foreign file fails here with its path."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = PurePosixPath(filepath)
+        self.metadata = metadata
+
+    def load(self) -> bytes:
+        import onnx
+
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(f"ONNX model {str(path)!r} does not exist; run the export pipeline first")
+        data = path.read_bytes()
+        try:
+            onnx.checker.check_model(onnx.load_from_string(data))
+        except Exception as exc:  # protobuf DecodeError, onnx ValidationError
+            raise DatasetError(
+                f"ONNX model {str(path)!r} ({len(data)} bytes) is not a valid ONNX model: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        return data
+
+    def save(self, data: bytes) -> None:
+        if not isinstance(data, bytes):
+            raise DatasetError(f"{self._filepath}: expected ONNX bytes to save, got {type(data).__name__}")
+        art.atomic_write(Path(self._filepath), data)
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
 class CheckpointDataset(AbstractDataset[None, "dict[str, Any] | None"]):
     """A user's trained weights (a ``state_dict`` file). No path configured loads ``None``:
     the teacher is then trained. Read-only: shrinkflow never writes the user's file."""

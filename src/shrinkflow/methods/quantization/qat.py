@@ -31,11 +31,11 @@ from torch.ao.quantization import get_default_qat_qconfig_mapping as default_map
 from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
+from shrinkflow.core.data import calibration_batches
 from shrinkflow.core.method import Context, Method
 from shrinkflow.core.sparsity import frozen_zeros
 from shrinkflow.methods.distillation.soft_kd import SoftKDConfig, soft_target_loss
 from shrinkflow.methods.quantization.static_int8 import (
-    calibration_batches,
     check_restored,
     convert,
     engines,

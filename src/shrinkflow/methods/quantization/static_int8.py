@@ -49,10 +49,10 @@ from torch.ao.quantization.observer import default_per_channel_weight_observer, 
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
-from shrinkflow.core.data import Split
+from shrinkflow.core.data import calibration_batches
 from shrinkflow.core.method import Context, Method
 
-__all__ = ["StaticInt8Config", "calibration_batches", "engines", "plugin", "quantized_modules"]
+__all__ = ["StaticInt8Config", "engines", "plugin", "quantized_modules"]
 
 OBSERVERS = ("histogram", "minmax")
 _INT8_PACKAGES = ("torch.ao.nn.quantized.modules", "torch.ao.nn.intrinsic.quantized.modules")
@@ -123,13 +123,6 @@ def quantized_modules(model: nn.Module) -> dict[str, str]:
         for name, m in model.named_modules()
         if type(m).__module__.startswith(_INT8_PACKAGES) and hasattr(m, "scale")
     }
-
-
-def calibration_batches(data: Split, batches: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """A fixed random subset of ``data`` (seed 0: the same samples in every run), in batches."""
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
-    for i in range(min(batches, -(-len(data) // batch_size))):
-        yield data.x[order[i * batch_size : (i + 1) * batch_size]]
 
 
 def example_inputs(input_shape: list[int] | tuple[int, ...]) -> tuple[torch.Tensor]:

@@ -33,12 +33,14 @@ def report(
     distill_record: dict[str, Any],
     quantize_record: dict[str, Any],
     gates: pd.DataFrame,
+    onnx: dict[str, Any],
 ) -> tuple[dict[str, Any], str, pd.DataFrame, Any, Any, Any]:
-    """metrics.json (by stage), a Markdown table, a CSV and an accuracy-size plot of every stage."""
+    """metrics.json (by stage, and the ONNX export), a Markdown table, a CSV and the plots."""
     document, markdown, table = build_report(
         {"teacher": teacher, "pruned": pruned, "distilled": distilled, "quantized": quantized},
         {"pruned": prune_record, "distilled": distill_record, "quantized": quantize_record},
         gates,
+        onnx,
     )
     return (
         document,

@@ -29,6 +29,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "distill_record",
                     "quantize_record",
                     "quality_gates",
+                    "onnx_metrics",
                 ],
                 [
                     "metrics_json",

@@ -1,0 +1,130 @@
+"""ONNX export: float models as they are, int8 models as QDQ through ONNX Runtime, and the runner."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from shrinkflow.core.artifact import ModelArtifact
+from shrinkflow.core.config import ConfigError
+from shrinkflow.core.data import calibration_batches
+from shrinkflow.core.export import (
+    ExportConfig,
+    ExportError,
+    OnnxModel,
+    export_artifact,
+    float_twin,
+    int8_modules,
+    to_onnx,
+)
+from shrinkflow.core.models import ModelSpec
+from shrinkflow.core.sparsity import weight_tensors
+from shrinkflow.core.training import TrainConfig, fit, seed_everything
+from shrinkflow.stages import QuantizeStage, run_method
+
+
+@pytest.fixture(scope="module")
+def teacher(digits_splits) -> ModelArtifact:
+    train, _, _ = digits_splits
+    seed_everything(0)
+    artifact = ModelArtifact.build(ModelSpec("mlp", {"hidden": [64]}), train.input_shape, train.num_classes)
+    fit(artifact.model, train, TrainConfig(epochs=8, lr=3e-3))
+    return artifact
+
+
+def _quantized(teacher: ModelArtifact, splits, method: str) -> ModelArtifact:
+    train, val, _ = splits
+    return run_method(QuantizeStage(method=method), teacher, train, val, teacher=teacher)[0]
+
+
+def _export(artifact: ModelArtifact, splits, **options) -> tuple[bytes, str]:
+    train, _, test = splits
+    return export_artifact(artifact, test.x[:2], calibration_batches(train, 4, 128), ExportConfig(**options))
+
+
+def _ops(data: bytes) -> set[str]:
+    return {n.op_type for n in onnx.load_from_string(data).graph.node}
+
+
+def test_float_export_runs_in_onnx_runtime_with_the_same_logits_at_any_batch(teacher, digits_splits):
+    test = digits_splits[2]
+    data = to_onnx(teacher.model, test.x[:1])  # a batch-1 example must not freeze the batch axis
+    onnx.checker.check_model(onnx.load_from_string(data))
+    session = OnnxModel(data)
+    with torch.inference_mode():
+        for n in (1, 7, len(test)):
+            torch.testing.assert_close(session(test.x[:n]), teacher.model(test.x[:n]), atol=1e-4, rtol=1e-4)
+
+
+def test_dynamic_int8_model_exports_as_qdq_and_agrees_with_pytorch(teacher, digits_splits):
+    test = digits_splits[2]
+    quantized = _quantized(teacher, digits_splits, "dynamic_int8")
+    float_bytes, fmt_float = _export(teacher, digits_splits)
+    data, fmt = _export(quantized, digits_splits)
+    assert (fmt_float, fmt) == ("float", "int8")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(data)
+    assert len(data) < 0.5 * len(float_bytes)  # int8 weights; graph and scales weigh more in a tiny model
+    with torch.inference_mode():
+        reference = quantized.model(test.x).argmax(1)
+    agreement = float((OnnxModel(data).predict(test.x).argmax(1) == reference).float().mean())
+    assert agreement >= 0.99
+
+
+@pytest.mark.parametrize("method", ["dynamic_int8", "static_int8"])
+def test_float_twin_holds_exactly_the_dequantized_int8_weights(teacher, digits_splits, method):
+    quantized = _quantized(teacher, digits_splits, method)
+    assert int8_modules(quantized.model)
+    twin = float_twin(quantized)
+    assert not int8_modules(twin)
+    dequantized = dict(weight_tensors(quantized.model))
+    for name, tensor in twin.state_dict().items():
+        assert torch.equal(tensor, dequantized[name]), name
+    assert any(not torch.equal(t, teacher.model.state_dict()[n]) for n, t in twin.state_dict().items())
+
+
+def test_half_model_exports_as_float_with_its_half_precision_values(teacher, digits_splits):
+    test = digits_splits[2]
+    half = _quantized(teacher, digits_splits, "half")
+    data, fmt = _export(half, digits_splits)
+    assert fmt == "float"
+    with torch.inference_mode():
+        expected = half.model(test.x)
+    torch.testing.assert_close(OnnxModel(data)(test.x), expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(expected, teacher.model(test.x), atol=1e-4)  # rounding to fp16 shows
+
+
+def test_format_int8_quantizes_a_float_model_and_float_keeps_an_int8_one_float(teacher, digits_splits):
+    data, fmt = _export(teacher, digits_splits, format="int8")
+    assert fmt == "int8" and "QuantizeLinear" in _ops(data)
+    data, fmt = _export(_quantized(teacher, digits_splits, "dynamic_int8"), digits_splits, format="float")
+    assert fmt == "float" and "QuantizeLinear" not in _ops(data)
+
+
+def test_float_twin_names_the_weights_it_cannot_place(teacher, digits_splits):
+    quantized = _quantized(teacher, digits_splits, "dynamic_int8")
+    renamed = ModelArtifact(
+        quantized.model, ModelSpec("mlp", {"hidden": [32]}), quantized.input_shape, 10, quantized.recipe
+    )
+    with pytest.raises(ExportError, match=r"no tensor of the right shape for \['1.bias', '1.weight'"):
+        float_twin(renamed)
+
+
+def test_onnx_runtime_refuses_bytes_that_are_not_a_model():
+    with pytest.raises(ExportError, match=r"ONNX Runtime cannot load the model \(9 bytes\)"):
+        OnnxModel(b"not onnx!")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"format": "int4"}, "format='int4' is invalid: expected one of"),
+        ({"opset": 17}, "opset=17 is invalid: expected an integer with 18 <= opset <= 23"),
+        ({"reduce_range": "yes"}, "reduce_range='yes' is invalid: expected true or false"),
+        ({"activation": "fp8"}, "activation='fp8' is invalid"),
+        ({"calibration_batches": 0}, "calibration_batches=0 is invalid"),
+    ],
+)
+def test_export_config_names_the_bad_value(options, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ExportConfig(**options)
