@@ -99,6 +99,7 @@ def test_repro_runs_every_stage_then_nothing(repo: dict):
         "evaluate@pruned",
         "evaluate@distilled",
         "evaluate@quantized",
+        "export",
         "report",
     ]
     assert ran(repo["second"]) == [] and "Data and pipelines are up to date" in repo["second"]
@@ -125,7 +126,7 @@ def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: di
         "-S",
         "conf/base/parameters_quantize.yml:quantize.method=half",
     )
-    assert ran(out) == ["quantize", "evaluate@quantized", "report"]
+    assert ran(out) == ["quantize", "evaluate@quantized", "export", "report"]
     after = digests(path)
     assert {m for m in MODELS if before[m] != after[m]} == {"quantized"}
     table = list(csv.DictReader(io.StringIO(sh(path, "dvc", "exp", "show", "--csv"))))

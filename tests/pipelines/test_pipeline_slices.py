@@ -8,6 +8,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from shrinkflow.core.datasets import digits
+from shrinkflow.core.export import ExportConfig
 from shrinkflow.core.measure import MeasureConfig
 from shrinkflow.pipeline_registry import register_pipelines
 from shrinkflow.stages import DataStage, DistillStage, GateStage, PruneStage, QuantizeStage, TeacherStage
@@ -34,6 +35,7 @@ def _catalog(**overrides: object) -> DataCatalog:
         "params:quantize": QuantizeStage(method="dynamic_int8"),
         "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
         "params:gates": GateStage(max_accuracy_drop=0.05),
+        "params:export": ExportConfig(),
         **overrides,
     }
     return DataCatalog({name: MemoryDataset(value, copy_mode="assign") for name, value in params.items()})
@@ -56,8 +58,10 @@ def test_data_to_prune_slice():
 def test_full_default_pipeline_produces_one_row_per_stage():
     catalog = _run(register_pipelines()["__default__"], _catalog())
     document = catalog.load("metrics_json")
-    assert list(document) == ["teacher", "pruned", "distilled", "quantized"]
-    for stage in document.values():
+    assert list(document) == ["teacher", "pruned", "distilled", "quantized", "onnx"]
+    assert document["onnx"]["format"] == "int8" and document["onnx"]["agreement"] >= 0.99
+    assert catalog.load("onnx_model")[:2] == b"\x08\x0a"
+    for stage in (document[s] for s in ("teacher", "pruned", "distilled", "quantized")):
         for key in (
             "accuracy",
             "loss",
@@ -91,3 +95,5 @@ def test_all_compression_stages_off_still_runs():
     assert all(
         document[s] == {"status": "skipped", "method": "none"} for s in ("pruned", "distilled", "quantized")
     )
+    # nothing quantized: the teacher itself is exported, in float, with the same predictions
+    assert document["onnx"]["format"] == "float" and document["onnx"]["agreement"] == 1.0

@@ -1,0 +1,302 @@
+"""shrinkflow's compressed models beside the tools users would pick instead, in one process run.
+
+On MNIST, for LeNet-300-100, LeNet-5 and the seed article's CNN, each trained here in fp32:
+
+* ``fp32 eager``: the trained model in eager PyTorch (the reference every ratio is against);
+* ``torch.ao dynamic int8``: ``torch.ao.quantization.quantize_dynamic`` applied directly;
+* ``shrinkflow dynamic_int8 (PyTorch)``: our quantize stage's default plugin, run in PyTorch;
+* ``shrinkflow static_int8 (PyTorch)``: our static int8 plugin (FX, calibrated activations);
+* ``shrinkflow int8 (ONNX QDQ)``: our default int8 path end to end: the quantize stage
+  (dynamic_int8), then the export stage (int8 QDQ, run in ONNX Runtime);
+* ``ONNX Runtime fp32`` / ``ONNX Runtime int8``: the fp32 model exported to ONNX, and that export
+  quantized by ONNX Runtime's own ``quantize_static`` (what a user of ORT alone would do);
+* ``unstructured 50%`` / ``structured 50%``: magnitude pruning of half of the weights, and
+  Torch-Pruning channel pruning of half of each layer's channels, both fine-tuned the same way.
+
+Every variant is timed in interleaved rounds (each round times every variant once: batch-1 latency,
+median of ``--b1-runs`` calls; batch-256 throughput, median of ``--b256-runs`` calls), on a fixed
+number of threads per table; the table gives the median over rounds of each variant's ratio to fp32
+eager measured in the same round, so machine noise that hits a whole round cancels.
+
+    python benchmarks/peers.py [--mnist DIR] [--threads 1 2] [--rounds 5] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shrinkflow.core.artifact import ModelArtifact
+from shrinkflow.core.data import Split, calibration_batches
+from shrinkflow.core.datasets import mnist
+from shrinkflow.core.export import ExportConfig, OnnxModel, export_artifact, quantize_int8, to_onnx
+from shrinkflow.core.measure import activation_peak_bytes, large_batch, model_bytes
+from shrinkflow.core.models import ModelSpec
+from shrinkflow.core.training import TrainConfig, fit, predict, seed_everything
+from shrinkflow.stages import PruneStage, QuantizeStage, run_method
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {
+    "lenet300": ("LeNet-300-100", ModelSpec("lenet_300_100"), 4),
+    "lenet5": ("LeNet-5", ModelSpec("lenet5"), 3),
+    "seed_cnn": ("seed CNN", ModelSpec("seed_cnn"), 3),
+}
+FINETUNE = TrainConfig(epochs=2, lr=3e-4)
+
+Runner = Callable[[torch.Tensor], Any]
+
+
+def train_fp32(spec: ModelSpec, train: Split, val: Split, epochs: int) -> ModelArtifact:
+    seed_everything(0)
+    artifact = ModelArtifact.build(spec, train.input_shape, train.num_classes)
+    fit(artifact.model, train, TrainConfig(epochs=epochs, batch_size=128, lr=1e-3), val=val)
+    return artifact
+
+
+def quantized(artifact: ModelArtifact, method: str, train: Split, val: Split) -> ModelArtifact:
+    return run_method(QuantizeStage(method=method), artifact, train, val, teacher=artifact)[0]
+
+
+def pruned(artifact: ModelArtifact, method: str, options: dict, train: Split, val: Split) -> ModelArtifact:
+    stage = PruneStage(method=method, options={method: options}, finetune=FINETUNE)
+    return run_method(stage, copy.deepcopy(artifact), train, val, train_cfg=stage.finetune)[0]
+
+
+def variants(artifact: ModelArtifact, train: Split, val: Split, threads: int) -> dict[str, dict[str, Any]]:
+    """name -> {runner, kind, and what the table shows besides speed}."""
+    calibration = list(calibration_batches(train, 8, 128))
+    example = val.x[:2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        direct = torch.ao.quantization.quantize_dynamic(copy.deepcopy(artifact.model).eval(), {nn.Linear})
+    ours_dynamic = quantized(artifact, "dynamic_int8", train, val)
+    ours_static = quantized(artifact, "static_int8", train, val)
+    ours_onnx, fmt = export_artifact(ours_dynamic, example, calibration, ExportConfig())
+    assert fmt == "int8"
+    fp32_onnx = to_onnx(artifact.model, example)
+    ort_int8 = quantize_int8(fp32_onnx, calibration, ExportConfig())
+    unstructured = pruned(artifact, "magnitude", {"sparsity": 0.5}, train, val)
+    structured = pruned(artifact, "channel", {"ratio": 0.5}, train, val)
+    torch_models = {
+        "fp32 eager": artifact.model,
+        "torch.ao dynamic int8": direct,
+        "shrinkflow dynamic_int8 (PyTorch)": ours_dynamic.model,
+        "shrinkflow static_int8 (PyTorch)": ours_static.model,
+        "unstructured 50% (PyTorch)": unstructured.model,
+        "structured 50% (PyTorch)": structured.model,
+    }
+    onnx_models = {
+        "shrinkflow int8 (ONNX QDQ)": ours_onnx,
+        "ONNX Runtime fp32": fp32_onnx,
+        "ONNX Runtime int8": ort_int8,
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in torch_models.items():
+        model.eval()
+        out[name] = {
+            "runner": model,
+            "runtime": "PyTorch",
+            "params": sum(t.numel() for _, t in _weights(model)),
+            "bytes_in_memory": model_bytes(model),
+        }
+    for name, data in onnx_models.items():
+        out[name] = {
+            "runner": OnnxModel(data, threads=threads),
+            "runtime": "ONNX Runtime",
+            "onnx_bytes": len(data),
+        }
+    return out
+
+
+def _weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    from shrinkflow.core.sparsity import weight_tensors
+
+    return list(weight_tensors(model))
+
+
+def accuracy(runner: Runner, test: Split) -> float:
+    with torch.inference_mode():
+        if isinstance(runner, nn.Module):
+            logits = predict(runner, test.x, 1000)
+        else:
+            logits = runner.predict(test.x, 1000)
+    return int((logits.argmax(1) == test.y).sum()) / len(test)
+
+
+def _median_seconds(runner: Runner, x: torch.Tensor, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner(x)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_rounds(
+    found: dict[str, dict[str, Any]], test: Split, rounds: int, b1_runs: int, b256_runs: int
+) -> None:
+    """Fill each variant's per-round batch-1 latency and batch-256 throughput, interleaved."""
+    one, big = test.x[:1].contiguous(), large_batch(test.x, 256).contiguous()
+    with torch.inference_mode():
+        for v in found.values():  # warm-up: kernels picked, caches and arenas filled
+            for _ in range(5):
+                v["runner"](one)
+                v["runner"](big)
+            v["b1_ms"], v["b256_sps"] = [], []
+        for _ in range(rounds):
+            for v in found.values():
+                v["b1_ms"].append(_median_seconds(v["runner"], one, b1_runs) * 1e3)
+                v["b256_sps"].append(256 / _median_seconds(v["runner"], big, b256_runs))
+
+
+def summarize(found: dict[str, dict[str, Any]], test: Split) -> list[dict[str, Any]]:
+    base = found["fp32 eager"]
+    rows = []
+    for name, v in found.items():
+        lat_ratio = [b / a for a, b in zip(v["b1_ms"], base["b1_ms"], strict=True)]
+        thr_ratio = [a / b for a, b in zip(v["b256_sps"], base["b256_sps"], strict=True)]
+        rows.append(
+            {
+                "variant": name,
+                "runtime": v["runtime"],
+                "accuracy": v["accuracy"],
+                "accuracy_delta_pp": 100 * (v["accuracy"] - base["accuracy"]),
+                "latency_b1_ms": statistics.median(v["b1_ms"]),
+                "latency_b1_speedup": statistics.median(lat_ratio),
+                "throughput_b256_sps": statistics.median(v["b256_sps"]),
+                "throughput_b256_speedup": statistics.median(thr_ratio),
+                "throughput_b256_speedup_range": [min(thr_ratio), max(thr_ratio)],
+                **{
+                    k: v[k]
+                    for k in ("params", "bytes_in_memory", "onnx_bytes", "peak_memory_bytes")
+                    if k in v
+                },
+            }
+        )
+    return rows
+
+
+def run_model(
+    key: str, data: tuple[Split, Split, Split], threads: list[int], args: argparse.Namespace
+) -> dict:
+    title, spec, epochs = MODELS[key]
+    train, val, test = data
+    torch.set_num_threads(max(threads))
+    start = time.perf_counter()
+    artifact = train_fp32(spec, train, val, epochs)
+    print(f"[{key}] trained in {time.perf_counter() - start:.0f} s", flush=True)
+    tables = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        found = variants(artifact, train, val, n)
+        big = large_batch(test.x, 256)
+        for v in found.values():
+            v["accuracy"] = accuracy(v["runner"], test)
+            if v["runtime"] == "PyTorch":
+                v["peak_memory_bytes"] = v["bytes_in_memory"] + activation_peak_bytes(v["runner"], big)
+        time_rounds(found, test, args.rounds, args.b1_runs, args.b256_runs)
+        tables[n] = summarize(found, test)
+        print(f"[{key}] {n} thread(s) timed at {time.perf_counter() - start:.0f} s", flush=True)
+    return {"model": title, "key": key, "epochs": epochs, "tables": tables}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                flags = Path("/proc/cpuinfo").read_text()
+                simd = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2") if f" {f}" in flags]
+                return line.split(":", 1)[1].strip() + f" x{os.cpu_count()} ({', '.join(simd) or 'no AVX2'})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def markdown(results: list[dict], header: dict) -> str:
+    lines = [
+        "# shrinkflow beside its peers on MNIST",
+        "",
+        f"Measured {header['date']} on {header['cpu']}; Python {header['python']}, torch {header['torch']}, "
+        f"onnxruntime {header['onnxruntime']}, onnx {header['onnx']}, torch-pruning {header['torch_pruning']}, "
+        f"shrinkflow {header['shrinkflow']}. Wall time {header['seconds']:.0f} s. Command: `{header['command']}`.",
+        "",
+        "Speed-ups are the median over interleaved rounds of each variant's ratio to fp32 eager PyTorch in the "
+        "same round (> 1 is faster); the b256 range is the lowest and highest round. Accuracy is top-1 on the "
+        "10,000 MNIST test images. Peak memory (PyTorch variants) is the model's tensors in memory plus the "
+        "activation peak of one batch-256 forward pass (torch profiler).",
+    ]
+    for result in results:
+        for threads, rows in result["tables"].items():
+            lines += [
+                "",
+                f"## {result['model']} ({threads} thread{'s' if int(threads) > 1 else ''})",
+                "",
+                "| variant | runtime | accuracy | Δ pp | latency b1 (ms) | b1 speed-up | throughput b256 (samples/s) "
+                "| b256 speed-up (range) | size | peak memory |",
+                "|---|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in rows:
+                size = f"{r['onnx_bytes']:,} B onnx" if "onnx_bytes" in r else f"{r['bytes_in_memory']:,} B"
+                low, high = r["throughput_b256_speedup_range"]
+                memory = f"{r['peak_memory_bytes']:,} B" if "peak_memory_bytes" in r else ""
+                lines.append(
+                    f"| {r['variant']} | {r['runtime']} | {r['accuracy']:.4f} | {r['accuracy_delta_pp']:+.2f} "
+                    f"| {r['latency_b1_ms']:.4f} | {r['latency_b1_speedup']:.2f}x | {r['throughput_b256_sps']:,.0f} "
+                    f"| {r['throughput_b256_speedup']:.2f}x ({low:.2f}-{high:.2f}) | {size} | {memory} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared/datasets/mnist")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--b1-runs", type=int, default=100)
+    parser.add_argument("--b256-runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    raw = mnist(str(args.mnist))
+    # a 5,000-image validation split for the fine-tuning loops; the official test set for every figure
+    order = torch.randperm(len(raw.data), generator=torch.Generator().manual_seed(0))
+    train = Split(raw.data.x[order[5000:]], raw.data.y[order[5000:]], raw.data.num_classes)
+    val = Split(raw.data.x[order[:5000]], raw.data.y[order[:5000]], raw.data.num_classes)
+    assert raw.test is not None
+    results = [run_model(key, (train, val, raw.test), args.threads, args) for key in args.models]
+    header = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        **{
+            k.replace("-", "_"): version(k)
+            for k in ("torch", "onnxruntime", "onnx", "torch-pruning", "shrinkflow")
+        },
+        "seconds": time.perf_counter() - start,
+        "command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "peers.md").write_text(markdown(results, header))
+    (args.out / "peers.json").write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+    print(markdown(results, header))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
