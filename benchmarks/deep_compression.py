@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         saved = [json.loads(path.read_text()) for path in args.render]
         header = {k: v for k, v in saved[0].items() if k != "results"}
-        header["command"] = "; ".join(f"`{s['command'].strip('`')}` ({s['total_minutes']:.1f} min)" for s in saved)
+        header["command"] = "; ".join(
+            f"`{s['command'].strip('`')}` ({s['total_minutes']:.1f} min)" for s in saved
+        )
         header["total_minutes"] = sum(s["total_minutes"] for s in saved)
         results = [r for s in saved for r in s["results"]]
         args.out.mkdir(parents=True, exist_ok=True)

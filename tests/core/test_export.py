@@ -16,6 +16,7 @@ from shrinkflow.core.export import (
     export_artifact,
     float_twin,
     int8_modules,
+    onnx_op_types,
     to_onnx,
 )
 from shrinkflow.core.models import ModelSpec
@@ -64,7 +65,11 @@ def test_dynamic_int8_model_exports_as_qdq_and_agrees_with_pytorch(teacher, digi
     data, fmt = _export(quantized, digits_splits)
     assert (fmt_float, fmt) == ("float", "int8")
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(data)
-    assert len(data) < 0.5 * len(float_bytes)  # int8 weights; graph and scales weigh more in a tiny model
+    int8_weights = [
+        t for t in onnx.load_from_string(data).graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert sum(len(t.raw_data) for t in int8_weights) == 64 * 64 + 64 * 10  # every weight, one byte each
+    assert len(data) < len(float_bytes) / 1.8  # graph, biases and scales weigh more in a tiny model
     with torch.inference_mode():
         reference = quantized.model(test.x).argmax(1)
     agreement = float((OnnxModel(data).predict(test.x).argmax(1) == reference).float().mean())
@@ -81,6 +86,26 @@ def test_float_twin_holds_exactly_the_dequantized_int8_weights(teacher, digits_s
     for name, tensor in twin.state_dict().items():
         assert torch.equal(tensor, dequantized[name]), name
     assert any(not torch.equal(t, teacher.model.state_dict()[n]) for n, t in twin.state_dict().items())
+
+
+def test_the_export_quantizes_the_layer_types_the_pytorch_model_quantized(digits_splits):
+    train = digits_splits[0]
+    cnn = ModelArtifact.build(ModelSpec("lenet5"), train.input_shape, train.num_classes)
+    dynamic = _quantized(cnn, digits_splits, "dynamic_int8")  # Linear only: convolutions stay float
+    static = _quantized(cnn, digits_splits, "static_int8")  # convolutions too
+    assert onnx_op_types(dynamic.model) == ["MatMul", "Gemm"]
+    assert onnx_op_types(static.model) == ["MatMul", "Gemm", "Conv"]
+
+    def quantized_inputs(data: bytes) -> dict[str, int]:
+        graph = onnx.load_from_string(data).graph
+        dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        return {
+            op: sum(1 for n in graph.node if n.op_type == op and n.input[0] in dequantized)
+            for op in ("Conv", "Gemm")
+        }
+
+    assert quantized_inputs(_export(dynamic, digits_splits)[0]) == {"Conv": 0, "Gemm": 3}
+    assert quantized_inputs(_export(static, digits_splits)[0]) == {"Conv": 2, "Gemm": 3}
 
 
 def test_half_model_exports_as_float_with_its_half_precision_values(teacher, digits_splits):

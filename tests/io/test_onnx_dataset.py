@@ -30,7 +30,9 @@ def test_round_trip_is_exact_and_leaves_no_temporary_file(tmp_path: Path, onnx_b
 def test_a_truncated_file_is_refused_naming_it(tmp_path: Path, onnx_bytes: bytes):
     path = tmp_path / "final.onnx"
     path.write_bytes(onnx_bytes[: len(onnx_bytes) // 2])
-    with pytest.raises(DatasetError, match=rf"ONNX model '{path}' \({len(onnx_bytes) // 2} bytes\) is not a valid"):
+    with pytest.raises(
+        DatasetError, match=rf"ONNX model '{path}' \({len(onnx_bytes) // 2} bytes\) is not a valid"
+    ):
         OnnxDataset(str(path)).load()
 
 
