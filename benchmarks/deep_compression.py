@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 
 from shrinkflow.core import artifact, packing
 from shrinkflow.core.data import split_data
@@ -174,16 +174,6 @@ def markdown(results: list[dict], header: dict) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" x{os.cpu_count()}"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ import argparse
 import copy
 import datetime as dt
 import json
-import os
 import platform
 import statistics
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 from torch import nn
 
 from shrinkflow.core.artifact import ModelArtifact
@@ -216,18 +216,6 @@ def run_model(
         tables[n] = summarize(found, test)
         print(f"[{key}] {n} thread(s) timed at {time.perf_counter() - start:.0f} s", flush=True)
     return {"model": title, "key": key, "epochs": epochs, "tables": tables}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                simd = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2") if f" {f}" in flags]
-                return line.split(":", 1)[1].strip() + f" x{os.cpu_count()} ({', '.join(simd) or 'no AVX2'})"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def findings(result: dict, threads: str) -> list[str]:

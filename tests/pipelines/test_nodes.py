@@ -120,14 +120,15 @@ def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
     assert evaluate_model(student, teacher, test, FAST)["accuracy"] > 0.85
 
 
+def _mlp_teacher(digits_splits, hidden: int, epochs: int):
+    train, val, _ = digits_splits
+    stage = TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [hidden]}}, train={"epochs": epochs})
+    return train_teacher(train, val, None, stage)
+
+
 def test_quantize_node_shrinks_the_artifact(digits_splits):
     train, val, test = digits_splits
-    teacher = train_teacher(
-        train,
-        val,
-        None,
-        TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 3}),
-    )
+    teacher = _mlp_teacher(digits_splits, hidden=256, epochs=3)
     quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
     before, after = (
         evaluate_model(teacher, teacher, test, FAST),
@@ -172,12 +173,7 @@ def test_stage_configs_name_key_value_and_range(stage, params, message):
 
 def test_export_node_writes_int8_onnx_that_agrees_with_the_quantized_model(digits_splits):
     train, val, test = digits_splits
-    teacher = train_teacher(
-        train,
-        val,
-        None,
-        TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [128]}}, train={"epochs": 5}),
-    )
+    teacher = _mlp_teacher(digits_splits, hidden=128, epochs=5)
     quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
     data, metrics = export_onnx(quantized, train, test, ExportConfig(), FAST)
     assert data[:2] == b"\x08\x0a"  # an ONNX ModelProto (ir_version field first)
