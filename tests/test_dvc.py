@@ -147,6 +147,7 @@ def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: di
     )
     assert sorted(r.info.run_name for r in runs) == [
         "half/evaluate@quantized",
+        "half/export",
         "half/quantize",
         "half/report",
     ]
