@@ -197,7 +197,7 @@ def test_a_queued_experiment_runs_and_its_mlflow_runs_carry_its_name(repo: dict)
         [client.get_experiment_by_name("shrinkflow").experiment_id], "tags.DVC_EXP_NAME = 'queued-bf16'"
     )
     # The queue runs in a copy under .dvc/tmp/exps/; its runs are recorded in this repo's store.
-    names = ["queued-bf16/evaluate@quantized", "queued-bf16/quantize", "queued-bf16/report"]
+    names = [f"queued-bf16/{s}" for s in ("evaluate@quantized", "export", "quantize", "report")]
     assert sorted(r.info.run_name for r in runs) == names
     report = next(r for r in runs if r.info.run_name == "queued-bf16/report")
     assert report.data.metrics["quantized.accuracy"] >= 0.9
