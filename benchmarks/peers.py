@@ -47,7 +47,15 @@ from shrinkflow.core.artifact import ModelArtifact
 from shrinkflow.core.data import Split, calibration_batches
 from shrinkflow.core.datasets import mnist
 from shrinkflow.core.export import ExportConfig, OnnxModel, export_artifact, quantize_int8, to_onnx
-from shrinkflow.core.measure import activation_peak_bytes, large_batch, model_bytes
+from shrinkflow.core.measure import (
+    MeasureConfig,
+    activation_peak_bytes,
+    count_parameters,
+    large_batch,
+    latency_ms,
+    model_bytes,
+    throughput_sps,
+)
 from shrinkflow.core.models import ModelSpec
 from shrinkflow.core.training import TrainConfig, fit, predict, seed_everything
 from shrinkflow.stages import PruneStage, QuantizeStage, run_method
@@ -80,7 +88,7 @@ def pruned(artifact: ModelArtifact, method: str, options: dict, train: Split, va
 
 
 def variants(artifact: ModelArtifact, train: Split, val: Split, threads: int) -> dict[str, dict[str, Any]]:
-    """name -> {runner, kind, and what the table shows besides speed}."""
+    """name -> {runner, runtime, and what the table shows besides speed}."""
     calibration = list(calibration_batches(train, 8, 128))
     example = val.x[:2]
     with warnings.catch_warnings():
@@ -114,7 +122,7 @@ def variants(artifact: ModelArtifact, train: Split, val: Split, threads: int) ->
         out[name] = {
             "runner": model,
             "runtime": "PyTorch",
-            "params": sum(t.numel() for _, t in _weights(model)),
+            "params": count_parameters(model)[0],
             "bytes_in_memory": model_bytes(model),
         }
     for name, data in onnx_models.items():
@@ -126,12 +134,6 @@ def variants(artifact: ModelArtifact, train: Split, val: Split, threads: int) ->
     return out
 
 
-def _weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    from shrinkflow.core.sparsity import weight_tensors
-
-    return list(weight_tensors(model))
-
-
 def accuracy(runner: Runner, test: Split) -> float:
     with torch.inference_mode():
         if isinstance(runner, nn.Module):
@@ -141,20 +143,14 @@ def accuracy(runner: Runner, test: Split) -> float:
     return int((logits.argmax(1) == test.y).sum()) / len(test)
 
 
-def _median_seconds(runner: Runner, x: torch.Tensor, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        runner(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def time_rounds(
     found: dict[str, dict[str, Any]], test: Split, rounds: int, b1_runs: int, b256_runs: int
 ) -> None:
     """Fill each variant's per-round batch-1 latency and batch-256 throughput, interleaved."""
     one, big = test.x[:1].contiguous(), large_batch(test.x, 256).contiguous()
+    # each call: the median of that many timed runs (warm-up is done once, below)
+    b1 = MeasureConfig(warmup=0, latency_runs=b1_runs)
+    b256 = MeasureConfig(warmup=0, throughput_batch=256, throughput_runs=b256_runs)
     with torch.inference_mode():
         for v in found.values():  # warm-up: kernels picked, caches and arenas filled
             for _ in range(5):
@@ -163,11 +159,11 @@ def time_rounds(
             v["b1_ms"], v["b256_sps"] = [], []
         for _ in range(rounds):
             for v in found.values():
-                v["b1_ms"].append(_median_seconds(v["runner"], one, b1_runs) * 1e3)
-                v["b256_sps"].append(256 / _median_seconds(v["runner"], big, b256_runs))
+                v["b1_ms"].append(latency_ms(v["runner"], one, b1)[0])
+                v["b256_sps"].append(throughput_sps(v["runner"], big, b256))
 
 
-def summarize(found: dict[str, dict[str, Any]], test: Split) -> list[dict[str, Any]]:
+def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     base = found["fp32 eager"]
     rows = []
     for name, v in found.items():
@@ -213,7 +209,7 @@ def run_model(
             if v["runtime"] == "PyTorch":
                 v["peak_memory_bytes"] = v["bytes_in_memory"] + activation_peak_bytes(v["runner"], big)
         time_rounds(found, test, args.rounds, args.b1_runs, args.b256_runs)
-        tables[n] = summarize(found, test)
+        tables[n] = summarize(found)
         print(f"[{key}] {n} thread(s) timed at {time.perf_counter() - start:.0f} s", flush=True)
     return {"model": title, "key": key, "epochs": epochs, "tables": tables}
 

@@ -190,6 +190,7 @@ def quantize_int8(
     """ONNX Runtime static int8 in QDQ format: ``quant_pre_process`` (shape inference, graph
     optimization), then ``quantize_static`` with MinMax ranges over ``calibration``, on the nodes
     of ``op_types`` (None: all it can quantize)."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -200,7 +201,7 @@ def quantize_int8(
         quantize_static(
             str(pre),
             str(out),
-            _Batches(OnnxModel(onnx_fp32).input_name, calibration),
+            _Batches(onnx.load_from_string(onnx_fp32).graph.input[0].name, calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=cfg.per_channel,
             reduce_range=cfg.reduce_range,
