@@ -31,18 +31,19 @@ def test_metrics_go_to_the_pipelines_run_with_the_stage_prefix(store):
     assert logged.tags["shrinkflow.version"]
 
 
-def test_the_onnx_export_is_logged_as_onnx_metrics_with_its_format_as_a_tag(store):
+def test_the_onnx_export_is_logged_as_onnx_metrics_with_its_format_and_qparams_as_tags(store):
     hook = TrackingHook()
     with mlflow.start_run() as run:
         hook.before_pipeline_run({"pipeline_names": ["export"]})
         hook.after_dataset_saved(
-            "onnx_metrics", {"format": "int8", "agreement": 0.9993, "onnx_bytes": 280715, "threads": 1}
+            "onnx_metrics",
+            {"format": "int8", "qparams": "torch", "agreement": 0.9993, "onnx_bytes": 280715, "threads": 1},
         )
         # the report repeats the export under "onnx" in metrics.json: logged once, not twice
         hook.after_dataset_saved("metrics_json", {"onnx": {"status": "exported", "agreement": 0.9993}})
     logged = store.get_run(run.info.run_id).data
     assert logged.metrics == {"onnx.agreement": 0.9993, "onnx.onnx_bytes": 280715.0, "onnx.threads": 1.0}
-    assert logged.tags["onnx.format"] == "int8"
+    assert (logged.tags["onnx.format"], logged.tags["onnx.qparams"]) == ("int8", "torch")
     history = store.get_metric_history(run.info.run_id, "onnx.agreement")
     assert len(history) == 1
 

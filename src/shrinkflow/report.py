@@ -60,6 +60,12 @@ def build_report(
     return document, markdown, table.reset_index()
 
 
+_QPARAMS = {
+    "torch": "QDQ with the PyTorch model's own scales and zero points",
+    "calibrated": "QDQ, scales calibrated by ONNX Runtime",
+}
+
+
 def _onnx_markdown(document: dict[str, Any]) -> str:
     """The export beside the PyTorch model it came from and the fp32 teacher in eager PyTorch."""
     onnx, teacher = document["onnx"], document["teacher"]
@@ -77,7 +83,7 @@ def _onnx_markdown(document: dict[str, Any]) -> str:
         "",
         "## ONNX export",
         "",
-        f"`data/06_models/final.onnx`: {onnx['format']} ({'QDQ' if onnx['format'] == 'int8' else 'as stored'}), "
+        f"`data/06_models/final.onnx`: {onnx['format']} ({_QPARAMS.get(onnx.get('qparams'), 'as stored')}), "
         f"{onnx['onnx_bytes']:,} bytes; its predictions agree with the PyTorch model's on "
         f"{onnx['agreement']:.2%} of the test set ({onnx['disagreements']} of {onnx['test_samples']} differ).",
         "",

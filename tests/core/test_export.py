@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -16,6 +19,7 @@ from shrinkflow.core.export import (
     export_artifact,
     float_twin,
     int8_modules,
+    is_static_int8,
     onnx_op_types,
     to_onnx,
 )
@@ -40,8 +44,12 @@ def _quantized(teacher: ModelArtifact, splits, method: str) -> ModelArtifact:
 
 
 def _export(artifact: ModelArtifact, splits, **options) -> tuple[bytes, str]:
+    """(bytes, format) of the export, its qparams source checked against the model kind."""
     train, _, test = splits
-    return export_artifact(artifact, test.x[:2], calibration_batches(train, 4, 128), ExportConfig(**options))
+    exported = export_artifact(artifact, test.x[:2], calibration_batches(train, 4, 128), ExportConfig(**options))
+    expected = "none" if exported.format == "float" else "torch" if is_static_int8(artifact.model) else "calibrated"
+    assert exported.qparams == expected
+    return exported.data, exported.format
 
 
 def _ops(data: bytes) -> set[str]:
@@ -153,3 +161,70 @@ def test_onnx_runtime_refuses_bytes_that_are_not_a_model():
 def test_export_config_names_the_bad_value(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ExportConfig(**options)
+
+
+@pytest.mark.parametrize("method", ["static_int8", "qat"])
+def test_a_static_int8_model_exports_with_its_own_qparams_and_computes_what_pytorch_computes(
+    teacher, digits_splits, method
+):
+    test = digits_splits[2]
+    quantized = _quantized(teacher, digits_splits, method)
+    assert is_static_int8(quantized.model)
+    data, fmt = _export(quantized, digits_splits)  # checks qparams == "torch"
+    assert fmt == "int8"
+    graph = onnx.load_from_string(data).graph
+    # torch's int8 weights travel as they are: every quantized Linear's int_repr is in the file
+    arrays = [onnx.numpy_helper.to_array(t) for t in graph.initializer] + [
+        onnx.numpy_helper.to_array(a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute
+    ]
+    int8 = {a.tobytes() for a in arrays if a.dtype.name == "int8"}
+    linears = [m for m in quantized.model.modules() if hasattr(m, "weight") and callable(m.weight)]
+    assert len(linears) == 2 and all(m.weight().int_repr().numpy().tobytes() in int8 for m in linears)
+    with torch.inference_mode():
+        expected = quantized.model(test.x)
+    logits = OnnxModel(data).predict(test.x)
+    # the same integer arithmetic: logits equal up to one step of the output scale
+    assert (logits - expected).abs().max() <= linears[-1].scale + 1e-6
+    assert torch.equal(logits.argmax(1), expected.argmax(1))
+
+
+def test_a_static_int8_model_the_torch_exporter_rejects_is_recalibrated_in_onnx_runtime(
+    teacher, digits_splits, monkeypatch, caplog
+):
+    train, _, test = digits_splits
+    quantized = _quantized(teacher, digits_splits, "static_int8")
+
+    def reject(*args, **kwargs):
+        raise RuntimeError("no symbolic for quantized::made_up")
+
+    monkeypatch.setattr(torch.jit, "trace", reject)
+    exported = export_artifact(quantized, test.x[:2], calibration_batches(train, 4, 128), ExportConfig())
+    assert (exported.format, exported.qparams) == ("int8", "calibrated")
+    assert "TorchScript, opset 18) failed for the int8 GraphModule: RuntimeError: no symbolic" in caplog.text
+    with torch.inference_mode():
+        reference = quantized.model(test.x).argmax(1)
+    assert float((OnnxModel(exported.data).predict(test.x).argmax(1) == reference).float().mean()) >= 0.99
+
+
+def test_the_runner_returns_a_fresh_tensor_per_call_at_every_shape_and_on_every_thread(teacher, digits_splits):
+    test = digits_splits[2]
+    data = to_onnx(teacher.model, test.x[:2])
+    runner, session = OnnxModel(data), ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+    def expected(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+    first = runner(test.x[:3])
+    second = runner(test.x[3:6])  # same shape: the bound output buffer is reused ...
+    torch.testing.assert_close(first, expected(test.x[:3]))  # ... but not the returned tensor
+    torch.testing.assert_close(second, expected(test.x[3:6]))
+    for n in (1, 2, 5, 7, 11, 13, 17, 19, 23, 29, 1):  # more shapes than the cache holds
+        torch.testing.assert_close(runner(test.x[:n]), expected(test.x[:n]))
+    torch.testing.assert_close(runner(test.x[:4].double()), expected(test.x[:4]))  # cast to float32
+    torch.testing.assert_close(runner(test.x[:8:2]), expected(test.x[:8:2].contiguous()))  # strided
+
+    chunks = [test.x[i : i + 4] for i in range(0, 200, 4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(runner, chunks))
+    for chunk, result in zip(chunks, results, strict=True):
+        torch.testing.assert_close(result, expected(chunk))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 
@@ -23,6 +23,9 @@ from shrinkflow.core.measure import (
     throughput_sps,
 )
 from shrinkflow.core.training import predict
+
+if TYPE_CHECKING:
+    from shrinkflow.core.export import Exported
 
 __all__ = ["evaluate_artifact", "evaluate_onnx", "with_compression_ratio"]
 
@@ -96,23 +99,22 @@ def _evaluate(
     return metrics
 
 
-def evaluate_onnx(
-    onnx: bytes, fmt: str, artifact: ModelArtifact, test: Split, cfg: MeasureConfig
-) -> dict[str, Any]:
+def evaluate_onnx(exported: Exported, artifact: ModelArtifact, test: Split, cfg: MeasureConfig) -> dict[str, Any]:
     """The exported model in ONNX Runtime beside the PyTorch model it came from: accuracy,
     ``agreement`` (share of test predictions equal to PyTorch's), size, latency and throughput,
     both runtimes timed the same way on ``cfg.threads`` threads."""
     from shrinkflow.core.export import OnnxModel
 
-    session = OnnxModel(onnx, threads=cfg.threads)
+    session = OnnxModel(exported.data, threads=cfg.threads)
     with fixed_threads(cfg.threads):
         reference = predict(artifact.model.eval(), test.x, cfg.eval_batch_size).argmax(1)
         predicted = session.predict(test.x, cfg.eval_batch_size).argmax(1)
         p50, p95 = latency_ms(session, test.x, cfg)
         throughput = throughput_sps(session, test.x, cfg)
     return {
-        "format": fmt,
-        "onnx_bytes": len(onnx),
+        "format": exported.format,
+        "qparams": exported.qparams,
+        "onnx_bytes": len(exported.data),
         "accuracy": int((predicted == test.y).sum()) / len(test),
         "agreement": int((predicted == reference).sum()) / len(test),
         "disagreements": int((predicted != reference).sum()),

@@ -2,20 +2,29 @@
 
 * Float models are exported with torch's dynamo exporter (``torch.onnx.export(dynamo=True)``,
   opset 18, a dynamic batch axis, one self-contained file).
-* ``torch.ao`` int8 models cannot be exported by either torch exporter (no ONNX symbolic for
-  ``quantized::linear_dynamic``; the dynamo path rejects quantized tensors). An int8 artifact is
-  therefore exported as its *float twin* (the same architecture, holding exactly the dequantized
-  int8 weights) and quantized again by ONNX Runtime's ``quantize_static`` into a QDQ graph
-  (QuantizeLinear/DequantizeLinear around each MatMul/Gemm/Conv), which ORT fuses into int8
-  kernels. Activation ranges come from calibration batches of the training set.
-* Defaults measured on a 2-core AVX2 CPU without VNNI (LeNet-300-100 on MNIST, see
-  ``benchmarks/peers.py``): uint8 activations x int8 weights is MLAS's fast path there, and
-  ``reduce_range`` (7-bit weights) avoids the int16 saturation of AVX2's ``vpmaddubsw`` that made
-  full-range per-channel weights disagree with the PyTorch model on 0.4% of test images
-  (0.07% with it) -- the same reason torch's x86 engine reduces its activation range.
+* *Static* int8 models (``static_int8``, ``qat``: torch FX graphs of ``quantize_per_tensor`` and
+  quantized Linear/Conv modules) are exported as they are, by torch's TorchScript exporter
+  (``dynamo=False``), whose ONNX symbolics turn each quantized op into QuantizeLinear /
+  DequantizeLinear around the float op, carrying torch's own int8 weights, per-channel weight
+  scales and activation scales and zero points. ONNX Runtime fuses them back into int8 kernels
+  (QGemm, QLinearConv): the same integer arithmetic as the PyTorch model, so the two agree on
+  essentially every prediction (LeNet-300-100 on MNIST: 10,000 of 10,000). The dynamo exporter
+  rejects quantized tensors, so the older exporter is the one that can do this; if it fails on some
+  op, the export falls back to recalibration below (``qparams: calibrated``) with a warning.
+* ``torch.ao`` *dynamic* int8 models cannot be exported by either torch exporter (no ONNX symbolic
+  for ``quantized::linear_dynamic``). They are exported as their *float twin* (the same
+  architecture, holding exactly the dequantized int8 weights) and quantized again by ONNX
+  Runtime's ``quantize_static`` into QDQ, with activation ranges calibrated on training batches.
+  That is static quantization of a model whose PyTorch form picks its activation ranges per batch,
+  so the two disagree on near-ties (about 0.1-0.2% of MNIST test images). Defaults for that path,
+  measured on a 2-core AVX2 CPU without VNNI (``benchmarks/peers.py``): uint8 activations x int8
+  weights is MLAS's fast path there, and ``reduce_range`` (7-bit weights) avoids the int16
+  saturation of AVX2's ``vpmaddubsw`` that made full-range per-channel weights disagree with the
+  PyTorch model on 0.4% of test images (0.07% with it) -- the reason torch's x86 engine reduces its
+  activation range, which the torch-qparams path inherits.
 
 ORT is used for int8 serving because it is the fastest int8 path measured here (about 2x fp32
-eager PyTorch at batch 256, against 1.5x for ``torch.ao`` dynamic int8) and the format every
+eager PyTorch at batch 256, against 1.5-1.6x for ``torch.ao`` int8 kernels) and the format every
 serving stack reads.
 """
 
@@ -25,10 +34,12 @@ import contextlib
 import io
 import logging
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,18 +54,23 @@ from shrinkflow.core.sparsity import weight_tensors
 __all__ = [
     "ExportConfig",
     "ExportError",
+    "Exported",
     "OnnxModel",
     "export_artifact",
     "float_twin",
     "int8_modules",
+    "is_static_int8",
     "onnx_op_types",
     "quantize_int8",
     "to_onnx",
+    "torch_qdq",
 ]
 
 FORMATS = ("auto", "float", "int8")
 ACTIVATIONS = ("uint8", "int8")
 _INT8_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+_DYNAMIC_PACKAGES = ("torch.ao.nn.quantized.dynamic", "torch.ao.nn.intrinsic.quantized.dynamic")
+log = logging.getLogger(__name__)
 
 
 class ExportError(ValueError):
@@ -64,7 +80,10 @@ class ExportError(ValueError):
 @dataclass
 class ExportConfig(Config):
     """``format``: ``auto`` exports int8 QDQ when the model holds int8 layers, else float.
-    ``calibration_batches`` x ``batch_size`` training samples fix the int8 activation ranges."""
+    The other fields apply where ONNX Runtime calibrates the int8 graph itself (dynamic int8
+    models, and ``format: int8`` on a float model); static int8 models keep torch's qparams:
+    ``calibration_batches`` x ``batch_size`` training samples fix the activation ranges,
+    ``per_channel``/``reduce_range`` shape the int8 weights, ``activation`` their type."""
 
     format: str = "auto"
     opset: int = 18
@@ -86,9 +105,26 @@ class ExportConfig(Config):
         check_range("batch_size", self.batch_size, 1, 1_000_000, integer=True)
 
 
+class Exported(NamedTuple):
+    """An export: the ONNX bytes, ``format`` (``float`` | ``int8``) and where the int8 scales and
+    zero points came from (``qparams``: ``torch`` = the PyTorch model's own, ``calibrated`` = ONNX
+    Runtime's calibration on training batches, ``none`` for float)."""
+
+    data: bytes
+    format: str
+    qparams: str
+
+
 def int8_modules(model: nn.Module) -> list[str]:
     """Names of the modules that run ``torch.ao`` int8 kernels (dynamic or static)."""
     return [n for n, m in model.named_modules() if type(m).__module__.startswith(_INT8_PACKAGES)]
+
+
+def is_static_int8(model: nn.Module) -> bool:
+    """A torch FX graph with int8 modules and no dynamic ones (``static_int8``, ``qat``)."""
+    modules = int8_modules(model)
+    dynamic = [n for n, m in model.named_modules() if type(m).__module__.startswith(_DYNAMIC_PACKAGES)]
+    return isinstance(model, torch.fx.GraphModule) and bool(modules) and not dynamic
 
 
 def float_twin(artifact: ModelArtifact) -> nn.Module:
@@ -156,6 +192,32 @@ def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes:
         return path.read_bytes()
 
 
+def torch_qdq(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes:
+    """A static int8 FX model as QDQ ONNX with its own qparams, through torch's TorchScript
+    exporter (trace, then the ``quantized::*`` symbolics), a dynamic batch axis, one file."""
+    example = (example.expand(2, *example.shape[1:]) if example.shape[0] < 2 else example[:2]).float()
+    buffer = io.BytesIO()
+    with _quiet():
+        try:
+            traced = torch.jit.trace(model.eval(), (example,), check_trace=False)
+            torch.onnx.export(
+                traced,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+        except Exception as exc:  # tracing and the symbolics raise many types
+            raise ExportError(
+                f"torch.onnx.export (TorchScript, opset {opset}) failed for the int8 {type(model).__name__}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+    return buffer.getvalue()
+
+
 class _Batches:
     """ONNX Runtime's CalibrationDataReader protocol over tensors (duck-typed: ORT only calls
     ``get_next``)."""
@@ -215,16 +277,22 @@ def quantize_int8(
 
 def export_artifact(
     artifact: ModelArtifact, example: torch.Tensor, calibration: Iterable[torch.Tensor], cfg: ExportConfig
-) -> tuple[bytes, str]:
-    """(ONNX bytes, format): ``int8`` (QDQ) or ``float`` (the weights in their stored float dtype),
-    chosen by ``cfg.format``."""
+) -> Exported:
+    """The artifact as ONNX: ``int8`` QDQ or ``float`` (the weights in their stored float dtype),
+    chosen by ``cfg.format``; static int8 models keep their own qparams (see the module doc)."""
     quantized = bool(int8_modules(artifact.model))
     fmt = cfg.format if cfg.format != "auto" else ("int8" if quantized else "float")
+    if fmt == "int8" and is_static_int8(artifact.model):
+        try:
+            return Exported(torch_qdq(artifact.model, example, cfg.opset), "int8", "torch")
+        except ExportError as exc:
+            log.warning("%s; exporting the float twin and recalibrating in ONNX Runtime instead", exc)
     model = float_twin(artifact) if quantized else artifact.model
     fp32 = to_onnx(model, example, cfg.opset)
     if fmt == "float":
-        return fp32, "float"
-    return quantize_int8(fp32, calibration, cfg, onnx_op_types(artifact.model) if quantized else None), "int8"
+        return Exported(fp32, "float", "none")
+    op_types = onnx_op_types(artifact.model) if quantized else None
+    return Exported(quantize_int8(fp32, calibration, cfg, op_types), "int8", "calibrated")
 
 
 class OnnxModel:
@@ -250,10 +318,32 @@ class OnnxModel:
                 f"ONNX Runtime cannot load the model ({len(data)} bytes): {type(exc).__name__}: {str(exc)[:300]}"
             ) from exc
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self._local = threading.local()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().float().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
+            x = x.detach().float().contiguous()
+        array = x.numpy()
+        # I/O binding into a preallocated output, one per input shape and thread (ORT's low-latency
+        # serving API): ``session.run`` allocates and converts its outputs on every call, about
+        # 8 us that dominate a batch-1 call of a small model (a pruned CNN runs in ~30 us).
+        cache = self._local.__dict__.setdefault("bindings", {})
+        bound = cache.get(array.shape)
+        if bound is None:
+            logits = self.session.run(None, {self.input_name: array})[0]
+            if len(cache) >= 8:  # predict()'s ragged last batch, evaluation sizes, ...
+                cache.clear()
+            binding, buffer = self.session.io_binding(), np.empty_like(logits)
+            binding.bind_output(
+                self.output_name, "cpu", 0, buffer.dtype.type, list(buffer.shape), buffer.ctypes.data
+            )
+            cache[array.shape] = (binding, buffer)
+            return torch.from_numpy(logits)
+        binding, buffer = bound
+        binding.bind_cpu_input(self.input_name, array)
+        self.session.run_with_iobinding(binding)
+        return torch.from_numpy(buffer.copy())  # the buffer is reused by the next call
 
     def predict(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         return torch.cat([self(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
