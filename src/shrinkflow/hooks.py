@@ -199,7 +199,9 @@ class TrackingHook:
             self._log_metrics(dataset_name.removesuffix("_metrics"), data)
         elif dataset_name == "onnx_metrics" and isinstance(data, dict):
             self._log_metrics("onnx", data)
-            mlflow.set_tags({"onnx.format": str(data.get("format")), "onnx.qparams": str(data.get("qparams"))})
+            mlflow.set_tags(
+                {"onnx.format": str(data.get("format")), "onnx.qparams": str(data.get("qparams"))}
+            )
         elif dataset_name == "metrics_json" and isinstance(data, dict):
             for stage, values in data.items():
                 if isinstance(values, dict):

@@ -46,8 +46,12 @@ def _quantized(teacher: ModelArtifact, splits, method: str) -> ModelArtifact:
 def _export(artifact: ModelArtifact, splits, **options) -> tuple[bytes, str]:
     """(bytes, format) of the export, its qparams source checked against the model kind."""
     train, _, test = splits
-    exported = export_artifact(artifact, test.x[:2], calibration_batches(train, 4, 128), ExportConfig(**options))
-    expected = "none" if exported.format == "float" else "torch" if is_static_int8(artifact.model) else "calibrated"
+    exported = export_artifact(
+        artifact, test.x[:2], calibration_batches(train, 4, 128), ExportConfig(**options)
+    )
+    expected = (
+        "none" if exported.format == "float" else "torch" if is_static_int8(artifact.model) else "calibrated"
+    )
     assert exported.qparams == expected
     return exported.data, exported.format
 
@@ -206,7 +210,9 @@ def test_a_static_int8_model_the_torch_exporter_rejects_is_recalibrated_in_onnx_
     assert float((OnnxModel(exported.data).predict(test.x).argmax(1) == reference).float().mean()) >= 0.99
 
 
-def test_the_runner_returns_a_fresh_tensor_per_call_at_every_shape_and_on_every_thread(teacher, digits_splits):
+def test_the_runner_returns_a_fresh_tensor_per_call_at_every_shape_and_on_every_thread(
+    teacher, digits_splits
+):
     test = digits_splits[2]
     data = to_onnx(teacher.model, test.x[:2])
     runner, session = OnnxModel(data), ort.InferenceSession(data, providers=["CPUExecutionProvider"])

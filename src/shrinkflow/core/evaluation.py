@@ -99,7 +99,9 @@ def _evaluate(
     return metrics
 
 
-def evaluate_onnx(exported: Exported, artifact: ModelArtifact, test: Split, cfg: MeasureConfig) -> dict[str, Any]:
+def evaluate_onnx(
+    exported: Exported, artifact: ModelArtifact, test: Split, cfg: MeasureConfig
+) -> dict[str, Any]:
     """The exported model in ONNX Runtime beside the PyTorch model it came from: accuracy,
     ``agreement`` (share of test predictions equal to PyTorch's), size, latency and throughput,
     both runtimes timed the same way on ``cfg.threads`` threads."""
