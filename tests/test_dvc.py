@@ -131,7 +131,7 @@ def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: di
     assert {m for m in MODELS if before[m] != after[m]} == {"quantized"}
     table = list(csv.DictReader(io.StringIO(sh(path, "dvc", "exp", "show", "--csv"))))
     rows = {row["Experiment"] or row["rev"]: row for row in table}
-    assert rows["half"]["quantize.method"] == "half" and rows["main"]["quantize.method"] == "dynamic_int8"
+    assert rows["half"]["quantize.method"] == "half" and rows["main"]["quantize.method"] == "static_int8"
     for name in ("half", "main"):  # both with their metrics
         assert (
             float(rows[name]["quantized.accuracy"]) >= 0.95

@@ -142,7 +142,7 @@ def test_with_no_server_and_no_variable_the_run_is_recorded_in_the_projects_sqli
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{default_run}/mlflow.db")
     experiment = client.get_experiment_by_name("shrinkflow")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED" and run.info.run_name == "magnitude+soft_kd+dynamic_int8"
+    assert run.info.status == "FINISHED" and run.info.run_name == "magnitude+soft_kd+static_int8"
     document = metrics(default_run)
     for stage in STAGES:
         assert run.data.metrics[f"{stage}.accuracy"] == pytest.approx(document[stage]["accuracy"])
@@ -242,8 +242,10 @@ def test_mnist_environment_meets_the_lenet_targets(tmp_path: Path):
     assert document["teacher"]["accuracy"] >= 0.980
     assert document["pruned"]["sparsity"] >= 0.89
     assert document["teacher"]["accuracy"] - document["quantized"]["accuracy"] <= 0.003
-    # the int8 ONNX export (static activation ranges) predicts like the PyTorch model (dynamic
-    # int8: ranges per batch) on all but about 0.1-0.2% of the 10,000 test images: 99.81-99.93% measured
-    assert document["onnx"]["format"] == "int8" and document["onnx"]["agreement"] >= 0.998
+    # the static int8 model is exported with its own qparams: ONNX Runtime runs the same integer
+    # arithmetic and agrees with PyTorch on at least 99.9% of the 10,000 test images
+    onnx = document["onnx"]
+    assert (onnx["format"], onnx["qparams"], onnx["method"]) == ("int8", "torch", "onnx int8")
+    assert onnx["agreement"] >= 0.999 and document["quantized"]["method"] == "static_int8"
     # int8 LeNet-300-100 needs less inference memory at batch 256 than its fp32 teacher
     assert document["quantized"]["peak_memory_bytes"] < 0.7 * document["teacher"]["peak_memory_bytes"]

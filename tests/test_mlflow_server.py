@@ -83,7 +83,7 @@ def _run(cmd: list[str], project: Path, uri: str) -> subprocess.CompletedProcess
 def two_runs(server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     projects = {}
     for name, params in {
-        "magnitude+soft_kd+dynamic_int8": FAST_EVAL,
+        "magnitude+soft_kd+static_int8": FAST_EVAL,
         "magnitude+soft_kd+half": f"{FAST_EVAL},quantize.method=half,prune.options.magnitude.sparsity=0.5",
     }.items():
         project = make_project(tmp_path_factory.mktemp("project"))
@@ -124,7 +124,7 @@ def test_both_runs_are_on_the_server_with_every_stage_metric_params_and_tags(ser
     half = runs["magnitude+soft_kd+half"]
     assert half.data.params["prune.options.magnitude.sparsity"] == "0.5"
     assert half.data.params["quantize.method"] == "half"
-    assert runs["magnitude+soft_kd+dynamic_int8"].data.params["prune.options.magnitude.sparsity"] == "0.7"
+    assert runs["magnitude+soft_kd+static_int8"].data.params["prune.options.magnitude.sparsity"] == "0.7"
 
 
 def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_plot(

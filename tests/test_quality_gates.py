@@ -34,8 +34,8 @@ def test_the_default_run_passes_every_gate_and_reports_them(project: Path):
 def test_a_drop_over_budget_stops_the_run_at_the_gate_and_keeps_the_last_report(project: Path):
     reports = [project / "data/08_reporting" / n for n in ("report.md", "metrics.json", "quality_gates.csv")]
     before = [_hash(p) for p in reports]
-    drop = pd.read_csv(project / "data/08_reporting/quality_gates.csv")["accuracy_drop"].max()
-    assert drop > 0.0001
+    drops = pd.read_csv(project / "data/08_reporting/quality_gates.csv")["accuracy_drop"].tolist()[1:]
+    assert min(drops) > 0.0001
     result = kedro(project, "--pipelines", "report", "--params", "gates.max_accuracy_drop=0.0001")
     out = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
@@ -44,7 +44,7 @@ def test_a_drop_over_budget_stops_the_run_at_the_gate_and_keeps_the_last_report(
         "accuracy_drop: expect_column_values_to_be_between(max_value=0.0001) at pruned, distilled, quantized"
         in out
     )
-    assert f"(e.g. {round(float(drop), 6)}" in out  # the observed drop
+    assert f"(e.g. {', '.join(str(round(float(d), 6)) for d in drops)})" in out  # the observed drops
     assert [_hash(p) for p in reports] == before
 
 

@@ -94,6 +94,46 @@ def test_a_dynamic_int8_model_packs_its_int8_weights_and_reloads_identically():
     assert _same(packing.from_bytes(data), quantized)
 
 
+@pytest.mark.parametrize(
+    ("t", "stored"),
+    [
+        (torch.rand(64).double(), "float32"),  # torch's per-channel scales: float32 values in float64
+        (torch.rand(64, dtype=torch.float64), None),  # true doubles stay wide
+        (torch.tensor([1.0, float("nan")], dtype=torch.float64), None),
+        (torch.zeros(64, dtype=torch.int64), "int8"),  # zero points
+        (torch.tensor([0, 300, -70_000], dtype=torch.int64), "int32"),
+        (torch.tensor([0, 2**40], dtype=torch.int64), None),
+    ],
+)
+def test_wide_tensors_are_stored_narrow_only_when_that_is_lossless(t, stored):
+    out = packing._Writer()
+    meta = packing._encode_tensor(t, out)
+    assert meta.get("stored") == stored
+    back = packing._decode_tensor(meta, memoryview(b"".join(out.parts)))
+    assert back.dtype == t.dtype and torch.equal(back.view(torch.int64), t.view(torch.int64))  # bit-exact
+
+
+def test_a_static_int8_model_stores_its_per_channel_scales_as_float32_and_reloads_identically():
+    from shrinkflow.core.data import Split
+    from shrinkflow.stages import QuantizeStage, run_method
+
+    art = _lenet300(sparsity=0.9)
+    calibration = Split(X, torch.arange(16) % 10, 10)
+    quantized = run_method(QuantizeStage(method="static_int8"), art, calibration, calibration)[0]
+    data = packing.to_bytes(quantized)
+    header, _ = packing._header(data, "test")
+    scales = header["tensors"]["1._packed_params._packed_params"]["items"][0]["scales"]
+    assert (scales["dtype"], scales["stored"], scales["blobs"][0][1]) == ("float64", "float32", 4 * 300)
+    assert _same(packing.from_bytes(data), quantized)
+
+
+def test_version_2_files_without_narrowed_tensors_still_read():
+    art = _lenet300(sparsity=0.5)
+    data = packing.to_bytes(art)
+    assert data.startswith(b"SFPACK3\n")
+    assert _same(packing.from_bytes(b"SFPACK2\n" + data[8:]), art)
+
+
 def test_save_and_load_go_through_a_file(tmp_path):
     art = _lenet300(sparsity=0.9, bits=4)
     size = packing.save(art, tmp_path / "m.sfpack")

@@ -19,6 +19,9 @@ fp16, bf16, int8 of quantized tensors) round-trips bit-exactly, except that -0.0
 Layout: ``MAGIC``, a 4-byte little-endian header length, a zlib-compressed UTF-8 JSON header
 (artifact metadata and one entry per tensor with its encoding, shape, dtype and byte ranges), then
 the concatenated blobs.
+Before encoding, a tensor is narrowed to a smaller dtype when that is lossless (its ``stored``
+dtype): torch keeps per-channel weight scales as float64 and zero points as int64, whose values
+fit float32 and int8; the header keeps the original dtype, restored on reading.
 Reading parses JSON and numbers only: nothing is unpickled.
 """
 
@@ -40,7 +43,8 @@ from shrinkflow.core.artifact import ArtifactError, ModelArtifact, atomic_write,
 
 __all__ = ["MAGIC", "describe", "from_bytes", "load", "save", "to_bytes"]
 
-MAGIC = b"SFPACK2\n"
+MAGIC = b"SFPACK3\n"
+_READABLE = (MAGIC, b"SFPACK2\n")  # version 2 had no narrowed tensors; it reads the same way
 MAX_INDEX_BITS = 12
 MAX_CODEBOOK = 1 << 16
 
@@ -69,6 +73,18 @@ class _Writer:
         self.parts.append(data)
         self.offset += len(data)
         return [self.offset - len(data), len(data)]
+
+
+# dtype -> smaller dtypes tried in order; the first that holds every value exactly is stored
+_NARROWER = {torch.float64: (torch.float32,), torch.int64: (torch.int8, torch.int16, torch.int32)}
+
+
+def _narrow(t: torch.Tensor) -> torch.Tensor:
+    for dtype in _NARROWER.get(t.dtype, ()):
+        narrow = t.to(dtype)
+        if torch.equal(narrow.to(t.dtype), t):  # NaN never compares equal: such tensors stay wide
+            return narrow
+    return t
 
 
 def _pattern(t: torch.Tensor) -> np.ndarray:
@@ -106,12 +122,15 @@ def _encode_sparse(flat: np.ndarray, index_bits: int, codebook: np.ndarray | Non
 
 
 def _encode_tensor(t: torch.Tensor, out: _Writer) -> dict[str, Any]:
-    flat = _pattern(t)
+    stored = _narrow(t.detach())
+    flat = _pattern(stored)
     meta: dict[str, Any] = {
         "t": "tensor",
         "dtype": str(t.dtype).removeprefix("torch."),
         "shape": list(t.shape),
     }
+    if stored.dtype != t.dtype:
+        meta["stored"] = str(stored.dtype).removeprefix("torch.")
     candidates: list[tuple[int, dict[str, Any], list[bytes]]] = [
         (flat.nbytes, {"enc": "raw"}, [flat.tobytes()])
     ]
@@ -144,7 +163,7 @@ def _encode_tensor(t: torch.Tensor, out: _Writer) -> dict[str, Any]:
 
 
 def _decode_tensor(meta: dict[str, Any], blob: memoryview) -> torch.Tensor:
-    dtype = _DTYPES[meta["dtype"]]
+    dtype = _DTYPES[meta.get("stored", meta["dtype"])]
     pattern = _BITS[dtype]
     np_dtype = torch.empty(0, dtype=pattern).numpy().dtype
     n = int(np.prod(meta["shape"])) if meta["shape"] else 1
@@ -174,7 +193,7 @@ def _decode_tensor(meta: dict[str, Any], blob: memoryview) -> torch.Tensor:
             f"packed tensor has unknown encoding {meta['enc']!r}; expected raw, codebook or sparse"
         )
     t = torch.from_numpy(np.ascontiguousarray(flat)).view(dtype)
-    return t.reshape(meta["shape"])
+    return t.reshape(meta["shape"]).to(_DTYPES[meta["dtype"]])
 
 
 def _encode(value: Any, out: _Writer) -> dict[str, Any]:
@@ -242,7 +261,7 @@ def to_bytes(artifact: ModelArtifact) -> bytes:
 
 def _header(data: bytes, source: str) -> tuple[dict[str, Any], memoryview]:
     """The decoded JSON header and the blob area that follows it."""
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 4:
+    if not data.startswith(_READABLE) or len(data) < len(MAGIC) + 4:
         raise ArtifactError(f"{source!r} is not a packed shrinkflow model (no {MAGIC!r} header)")
     (size,) = struct.unpack("<I", data[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
