@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
 from torch import nn
 
@@ -84,7 +85,10 @@ def train_fp32(spec: ModelSpec, train: Split, val: Split, epochs: int) -> ModelA
 
 
 def quantized(artifact: ModelArtifact, method: str, train: Split, val: Split) -> ModelArtifact:
-    return run_method(QuantizeStage(method=method), artifact, train, val, teacher=artifact)[0]
+    """The quantize stage with the method's options as the project's defaults set them."""
+    options = yaml.safe_load((ROOT / "conf/base/parameters_quantize.yml").read_text())["quantize"]["options"]
+    stage = QuantizeStage(method=method, options={method: options.get(method) or {}})
+    return run_method(stage, artifact, train, val, teacher=artifact)[0]
 
 
 def pruned(artifact: ModelArtifact, method: str, options: dict, train: Split, val: Split) -> ModelArtifact:
