@@ -204,6 +204,7 @@ def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                         "peak_memory_bytes",
                         "agreement",
                         "method",
+                        "qparams",
                     )
                     if k in v
                 },
@@ -343,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "peers.md").write_text(markdown(results, header))
     (args.out / "peers.json").write_text(json.dumps({"header": header, "results": results}, indent=2) + "\n")
+    (args.out / "peers.md").write_text(markdown(results, header))
     print(markdown(results, header))
     return 0
 
