@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import subprocess
 import tempfile
+import time
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 
 from shrinkflow import __version__, plugins
-from shrinkflow.core.training import seed_everything
+from shrinkflow.core.training import node_seed, seed_everything
 from shrinkflow.stages import MAKER, MODELS, DistillStage, PruneStage, QuantizeStage
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class SeedHook:
 
     @hook_impl
     def before_node_run(self, node: Any) -> None:
-        seed_everything(zlib.crc32(f"{self._seed}:{node.name}".encode()))
+        seed_everything(node_seed(self._seed, node.name))
 
 
 def _plain(value: Any) -> Any:
@@ -112,7 +113,10 @@ class TrackingHook:
     - the final compressed model as an MLflow pyfunc model (``shrinkflow.mlflow_model``) holding
       the artifact file itself;
     - the quality gates' outcome as the tag ``quality_gates`` (``passed`` or ``failed: <stages>``
-      when the suite only warns; a failing gate set to fail ends the run as FAILED).
+      when the suite only warns; a failing gate set to fail ends the run as FAILED);
+    - for the recipe search (``--pipelines search``, run named ``search:<study>``): each trial this
+      worker runs as a child run (tag ``mlflow.parentRunId``) with its sampled parameters, its
+      metrics and its state, and the chosen trial's metrics as ``search.chosen.<metric>``.
 
     It writes only into the run that was open when this pipeline started: with tracking switched
     off (no active run then), or when another run is active later (a second session in the same
@@ -125,6 +129,7 @@ class TrackingHook:
         self._raw_plugin: str | None = None
         self._logged: set[str] = set()
         self._run_id: str | None = None
+        self._listening = contextlib.ExitStack()
 
     def _run(self) -> Any:
         import mlflow
@@ -177,11 +182,61 @@ class TrackingHook:
             # e.g. "fp16/report" in `dvc exp run -n fp16`, "evaluate@pruned" in `dvc repro`
             exp = os.environ.get("DVC_EXP_NAME")
             tags["mlflow.runName"] = f"{exp}/{os.environ['DVC_STAGE']}" if exp else os.environ["DVC_STAGE"]
+        elif names == ["search"]:
+            study = getattr(self._params.get("search"), "study_name", None)
+            tags["mlflow.runName"] = f"search:{study}"
         elif names == ["__default__"]:
             # "__default__" tells a reader nothing; name the run by its recipe, as people compare them.
             methods = [getattr(self._params.get(k), "method", None) for k in ("prune", "distill", "quantize")]
             tags["mlflow.runName"] = "+".join(str(m) for m in methods if m is not None) or "__default__"
         mlflow.set_tags(tags)
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        if node.name == "search" and self._run() is not None:
+            from shrinkflow import search
+
+            self._listening.enter_context(search.listen(self._log_trial))
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        self._listening.close()
+
+    @hook_impl
+    def on_node_error(self, node: Any) -> None:
+        self._listening.close()
+
+    def _log_trial(self, event: str, info: dict[str, Any]) -> None:
+        """One child run per trial, written through the client: the parent stays the active run."""
+        import mlflow
+        from mlflow.entities import Metric, Param, RunStatus
+
+        parent = self._run()
+        if event != "trial" or parent is None:
+            return
+        client = mlflow.MlflowClient()
+        study = getattr(self._params.get("search"), "study_name", "")
+        child = client.create_run(
+            parent.info.experiment_id,
+            run_name=f"{study}/trial-{info['number']}",
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                "search.study": str(study),
+                "search.trial": str(info["number"]),
+                "search.state": info["state"],
+                "search.worker": f"{os.uname().nodename}:{os.getpid()}",
+            },
+        )
+        now = int(1000 * time.time())
+        metrics = [
+            Metric(k, float(v), now, 0)
+            for k, v in info.get("metrics", {}).items()
+            if isinstance(v, (int, float)) and math.isfinite(v)
+        ]
+        params = [Param(k, str(v)) for k, v in info.get("params", {}).items()]
+        client.log_batch(child.info.run_id, metrics=metrics, params=params)
+        status = RunStatus.FINISHED if info["state"] == "COMPLETE" else RunStatus.KILLED
+        client.set_terminated(child.info.run_id, status=RunStatus.to_string(status))
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
@@ -215,6 +270,12 @@ class TrackingHook:
                     if stage in MAKER and isinstance(values, dict)
                 }
             )
+        elif dataset_name == "search_summary" and isinstance(data, dict):
+            chosen = data.get("chosen") or {}
+            self._log_metrics("search.chosen", chosen.get("metrics", {}))
+            self._log_metrics("search", {"trials": data.get("trials"), "ran_here": data.get("ran_here")})
+            if chosen:
+                mlflow.set_tag("search.chosen_trial", str(chosen.get("number")))
         elif dataset_name == FINAL_MODEL:
             _log_model(data)
         elif dataset_name == GATES:

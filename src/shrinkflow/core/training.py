@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -15,12 +16,18 @@ from torch import nn
 from shrinkflow.core.config import Config, check_choice, check_range
 from shrinkflow.core.data import Split
 
-__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "predict", "seed_everything"]
+__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "node_seed", "predict", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
 #: ``loss_fn(logits, x, y)``; the default is cross-entropy on hard labels.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def node_seed(seed: int, name: str) -> int:
+    """The seed of the pipeline node ``name`` in a run seeded with ``seed`` (what the SeedHook uses;
+    the recipe search seeds its stages the same way, so a trial reproduces ``kedro run``)."""
+    return zlib.crc32(f"{seed}:{name}".encode())
 
 
 def seed_everything(seed: int) -> None:
