@@ -211,6 +211,8 @@ class TrackingHook:
         import mlflow
         from mlflow.entities import Metric, Param, RunStatus
 
+        from shrinkflow import search
+
         parent = self._run()
         if event != "trial" or parent is None:
             return
@@ -224,7 +226,7 @@ class TrackingHook:
                 "search.study": str(study),
                 "search.trial": str(info["number"]),
                 "search.state": info["state"],
-                "search.worker": f"{os.uname().nodename}:{os.getpid()}",
+                "search.worker": search.WORKER,
             },
         )
         now = int(1000 * time.time())

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -70,6 +72,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("none", "median", "hyperband")
 STAGES = ("prune", "distill", "quantize")
 DEFAULT_STORAGE = "sqlite:///data/09_search/study.db"
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded with each trial this process runs
 
 
 @dataclass
@@ -278,21 +281,28 @@ def _storage(cfg: SearchConfig) -> Any:
     url = cfg.storage or DEFAULT_STORAGE
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                heartbeat_interval=cfg.heartbeat_s,
-                grace_period=2 * cfg.heartbeat_s,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-                # several workers on one SQLite file wait for its lock instead of failing
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            )
-    except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, ImportError ...
-        raise ConfigError(
-            "search.storage", url, f"a database Optuna can open ({type(exc).__name__}: {exc})"
-        ) from exc
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=cfg.heartbeat_s,
+                    grace_period=2 * cfg.heartbeat_s,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    # several workers on one SQLite file wait for its lock instead of failing
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                )
+        except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, ImportError ...
+            # two workers creating a new database at once: one of them loses the race to write
+            # the schema version; the tables exist a moment later
+            if "IntegrityError" in type(exc).__name__ and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ConfigError(
+                "search.storage", url, f"a database Optuna can open ({type(exc).__name__}: {str(exc)[:300]})"
+            ) from exc
+    raise AssertionError("unreachable")
 
 
 def _sampler(cfg: SearchConfig) -> Any:
@@ -360,6 +370,7 @@ def run_search(
         nonlocal ran
         ran += 1
         start = time.perf_counter()
+        trial.set_user_attr("worker", WORKER)
         values = sample(trial, cfg.space)
         recipe = apply(params, values)
         info: dict[str, Any] = {"number": trial.number, "params": values}
@@ -425,7 +436,12 @@ def table(study: Any, cfg: SearchConfig) -> pd.DataFrame:
     front = {t.number for t in study.best_trials} if study.trials else set()
     rows = []
     for t in study.get_trials(deepcopy=False):
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "pareto": t.number in front}
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "pareto": t.number in front,
+            "worker": t.user_attrs.get("worker"),
+        }
         row.update({f"param.{k}": v for k, v in t.params.items()})
         row.update(t.user_attrs.get("metrics", {}))
         row["seconds"] = (
@@ -452,7 +468,7 @@ def choose(trials: pd.DataFrame, teacher: dict[str, Any], cfg: SearchConfig) -> 
         if len(close)
         else done.sort_values("accuracy", ascending=False).iloc[0]
     )
-    skip = ("number", "recipe", "state", "pareto", "seconds")
+    skip = ("number", "recipe", "state", "pareto", "seconds", "worker")
     return {
         "number": int(pick["number"]),
         "within_reach": bool(len(close)),
