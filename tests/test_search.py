@@ -185,6 +185,7 @@ def test_choose_falls_back_to_the_most_accurate_when_nothing_is_near_the_teacher
             "accuracy": [0.90, 0.80],
             "packed_bytes": [2000, 1000],
             "recipe": [{"prune": 1}, {"prune": 2}],
+            "params": [{"prune.method": "agp"}, {"prune.method": "magnitude"}],
         }
     )
     cfg = SearchConfig(space=SPACE, objectives=["accuracy", "packed_bytes"])
@@ -193,3 +194,5 @@ def test_choose_falls_back_to_the_most_accurate_when_nothing_is_near_the_teacher
     assert choose(trials, {"accuracy": 0.81}, cfg)["number"] == 1  # both within a point: the smaller
     picked = choose(trials.assign(accuracy=[0.95, 0.95]), {"accuracy": 0.95}, cfg)
     assert picked["number"] == 1 and picked["within_reach"] and picked["recipe"] == {"prune": 2}
+    assert picked["params"] == {"prune.method": "magnitude"}
+    assert picked["metrics"] == {"accuracy": 0.95, "packed_bytes": 1000.0}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import socket
 import time
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from shrinkflow.core import artifact as artifacts
@@ -450,6 +452,7 @@ def table(study: Any, cfg: SearchConfig) -> pd.DataFrame:
             else math.nan
         )
         row["recipe"] = t.user_attrs.get("recipe")
+        row["params"] = dict(t.params)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -468,27 +471,23 @@ def choose(trials: pd.DataFrame, teacher: dict[str, Any], cfg: SearchConfig) -> 
         if len(close)
         else done.sort_values("accuracy", ascending=False).iloc[0]
     )
-    skip = ("number", "recipe", "state", "pareto", "seconds", "worker")
+    skip = ("number", "recipe", "params", "state", "pareto", "seconds", "worker")
     return {
         "number": int(pick["number"]),
         "within_reach": bool(len(close)),
         "recipe": pick["recipe"],
-        "params": {
-            k.removeprefix("param."): _plain(pick[k])
-            for k in trials.columns
-            if str(k).startswith("param.") and pd.notna(pick[k])
-        },
+        "params": pick["params"],
         "metrics": {
             str(k): float(pick[k])
             for k in trials.columns
-            if k not in skip and not str(k).startswith("param.") and pd.notna(pick[k])
+            if k not in skip and not str(k).startswith("param.") and _is_number(pick[k])
         },
     }
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar (from a pandas row) as the Python value, for YAML and JSON."""
-    return value.item() if hasattr(value, "item") else value
+def _is_number(value: Any) -> bool:
+    """A real number, Python's or numpy's (pandas rows hold numpy scalars), and not NaN."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and not pd.isna(value)
 
 
 def run_config(chosen: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -498,8 +497,8 @@ def run_config(chosen: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def front_figure(result: SearchResult) -> Any:
-    """Accuracy against packed size for every finished trial, the Pareto front joined, the
-    teacher and the chosen trial marked."""
+    """Accuracy against packed size for every finished trial: the trials Pareto-optimal on all
+    objectives marked, the accuracy-size front as a step line, the teacher and the chosen trial."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -510,9 +509,24 @@ def front_figure(result: SearchResult) -> Any:
     done = trials[trials["state"] == "COMPLETE"] if len(trials) else trials
     if len(done):
         axes.scatter(done["packed_bytes"], 100 * done["accuracy"], c="#9aa5b1", s=22, label="trial")
-        front = done[done["pareto"]].sort_values("packed_bytes")
-        axes.plot(
-            front["packed_bytes"], 100 * front["accuracy"], "o-", c="#1f77b4", ms=5, label="Pareto front"
+        optimal = done[done["pareto"]]
+        axes.scatter(
+            optimal["packed_bytes"],
+            100 * optimal["accuracy"],
+            c="#1f77b4",
+            s=26,
+            label="Pareto-optimal (all objectives)",
+        )
+        # the two-objective front drawn here: each step is more accurate than every smaller trial
+        ordered = done.sort_values(["packed_bytes", "accuracy"], ascending=[True, False])
+        front = ordered[ordered["accuracy"] > ordered["accuracy"].cummax().shift(fill_value=-1.0)]
+        axes.step(
+            front["packed_bytes"],
+            100 * front["accuracy"],
+            where="post",
+            c="#1f77b4",
+            lw=1.2,
+            label="front: accuracy vs size",
         )
     axes.scatter(
         [result.teacher["packed_bytes"]],

@@ -45,4 +45,9 @@ def search_recipes(
         else result.trials[result.trials["pareto"]]["number"].astype(int).tolist(),
     }
     recipe = run_config(chosen, seed) if chosen else {"run": {"params": {}}}
-    return result.trials.drop(columns=["recipe"], errors="ignore"), front_figure(result), recipe, summary
+    return (
+        result.trials.drop(columns=["recipe", "params"], errors="ignore"),
+        front_figure(result),
+        recipe,
+        summary,
+    )
