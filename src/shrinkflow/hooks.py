@@ -18,6 +18,7 @@ from kedro.framework.hooks import hook_impl
 from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 
 from shrinkflow import __version__, plugins
+from shrinkflow.core import distributed
 from shrinkflow.core.training import node_seed, seed_everything
 from shrinkflow.stages import MAKER, MODELS, DistillStage, PruneStage, QuantizeStage
 
@@ -71,11 +72,17 @@ class MlflowParamsHook(MlflowHook):
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
+        if not distributed.is_main():  # under torchrun only rank 0 sets up MLflow and records
+            self._is_mlflow_enabled = False
+            return
         super().after_context_created(context)
         self._all_params = {k: _plain(v) for k, v in context.params.items()}
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if not distributed.is_main():  # under torchrun only rank 0 records the run
+            self._is_mlflow_enabled = False
+            return
         super().before_pipeline_run(run_params, pipeline, catalog)
         if self._is_mlflow_enabled and getattr(self, "_all_params", None):
             params = self._all_params
@@ -376,6 +383,8 @@ class ValidationHook:
     def _docs(self) -> None:
         from shrinkflow import validation
 
+        if not distributed.is_main():  # under torchrun rank 0 writes the docs
+            return
         try:
             validation.active().build_docs()
         except validation.SuiteConfigError:
@@ -390,6 +399,45 @@ class ValidationHook:
     @hook_impl
     def on_pipeline_error(self) -> None:
         self._docs()
+
+
+class DistributedHook:
+    """Under ``torchrun``: join the process group when the context is created, keep every dataset
+    the pipeline writes in memory on ranks other than 0 (rank 0 alone saves artifacts, metrics
+    and reports, and records the MLflow run), and leave the group when the run ends.
+    Each rank runs every node (data splits and evaluation are cheap and deterministic); training
+    inside ``fit`` is what the ranks share (see :mod:`shrinkflow.core.distributed`)."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self) -> None:
+        if distributed.init():
+            log.info(
+                "torchrun: rank %d of %d (%s)",
+                distributed.rank(),
+                distributed.world_size(),
+                distributed.backend(),
+            )
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
+        if distributed.is_main():
+            return
+        from kedro.io import MemoryDataset
+
+        written = sorted(pipeline.all_outputs())
+        for name in written:
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        log.info(
+            "rank %d keeps its %d outputs in memory; rank 0 saves them", distributed.rank(), len(written)
+        )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        distributed.shutdown()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        distributed.shutdown()
 
 
 class RunLockHook:
@@ -410,6 +458,8 @@ class RunLockHook:
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self) -> None:
+        if not distributed.is_main():  # rank 0 holds the lock for its torchrun group
+            return
         from filelock import FileLock, Timeout
 
         path = (self._project or Path.cwd()) / "data" / ".run.lock"

@@ -1,6 +1,13 @@
 """Project settings."""
 
-from shrinkflow.hooks import MlflowParamsHook, RunLockHook, SeedHook, TrackingHook, ValidationHook
+from shrinkflow.hooks import (
+    DistributedHook,
+    MlflowParamsHook,
+    RunLockHook,
+    SeedHook,
+    TrackingHook,
+    ValidationHook,
+)
 from shrinkflow.tracking import artifact_location, tracking_uri
 
 # kedro-mlflow's hook opens and closes one MLflow run per `kedro run` and logs the parameters; it is
@@ -8,7 +15,8 @@ from shrinkflow.tracking import artifact_location, tracking_uri
 # point. TrackingHook adds per-stage metrics, the final model, git and plugin tags. RunLockHook keeps
 # a second run from writing the same artifacts at once; ValidationHook gives the catalog's Great
 # Expectations validators their suites (conf/<env>/gx_suites.yml) and renders the Data Docs.
-HOOKS = (RunLockHook(), SeedHook(), MlflowParamsHook(), TrackingHook(), ValidationHook())
+# DistributedHook joins a torchrun process group and lets only rank 0 write and record.
+HOOKS = (DistributedHook(), RunLockHook(), SeedHook(), MlflowParamsHook(), TrackingHook(), ValidationHook())
 # The distribution name as installed metadata spells it (kedro compares it verbatim).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shrinkflow.core import distributed
 from shrinkflow.core.config import Config, check_choice, check_range
 from shrinkflow.core.data import Split
 
@@ -89,6 +90,8 @@ def fit(
     :func:`seed_everything` (the pipeline's hook does it per node) sees the same batches. Logs one line per epoch: loss, train and val accuracy.
     """
     loss_fn = loss_fn or (lambda logits, _x, y: F.cross_entropy(logits, y))
+    if distributed.world_size() > 1:
+        return _fit_distributed(model, train, cfg, val, loss_fn, label)
     opt = _optimizer(model, cfg)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     schedule = (
@@ -108,11 +111,7 @@ def fit(
             xb, yb = train.x[idx], train.y[idx]
             logits = model(xb)
             loss = loss_fn(logits, xb, yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{label}: loss became {loss.item()} at epoch {epoch}; expected a finite loss "
-                    f"(lower lr={cfg.lr}?)"
-                )
+            _check_finite(loss, label, epoch, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -120,10 +119,31 @@ def fit(
                 schedule.step()
             total_loss += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
-        entry = EpochLog(epoch, total_loss / n, correct / n)
-        if val is not None:
-            entry.val_accuracy = evaluate(model, val)[0]
-        history.append(entry)
+        history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val, cfg, label))
+    model.eval()
+    return history
+
+
+def _check_finite(loss: torch.Tensor, label: str, epoch: int, cfg: TrainConfig) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"{label}: loss became {loss.item()} at epoch {epoch}; expected a finite loss (lower lr={cfg.lr}?)"
+        )
+
+
+def _epoch_end(
+    model: nn.Module,
+    epoch: int,
+    loss: float,
+    accuracy: float,
+    val: Split | None,
+    cfg: TrainConfig,
+    label: str,
+) -> EpochLog:
+    entry = EpochLog(epoch, loss, accuracy)
+    if val is not None:
+        entry.val_accuracy = evaluate(model, val)[0]
+    if distributed.is_main():
         val_text = "" if entry.val_accuracy is None else f"  val_acc {entry.val_accuracy:.4f}"
         log.info(
             "%s epoch %d/%d  loss %.4f  train_acc %.4f%s",
@@ -134,7 +154,62 @@ def fit(
             entry.train_accuracy,
             val_text,
         )
-    model.eval()
+    return entry
+
+
+def _fit_distributed(
+    model: nn.Module, train: Split, cfg: TrainConfig, val: Split | None, loss_fn: LossFn, label: str
+) -> list[EpochLog]:
+    """``fit`` across the torchrun process group: DistributedDataParallel averages the gradients
+    of each rank's ``batch_size / world`` samples, so every step sees one global batch of
+    ``batch_size`` as a single process would; DistributedSampler deals each epoch's shuffled
+    indices out to the ranks (padded to equal shares). Loss and accuracy are summed over ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DistributedSampler
+
+    world, device = distributed.world_size(), distributed.device()
+    per_rank = max(1, cfg.batch_size // world)
+    model.to(device)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = _optimizer(net, cfg)
+    # the same seed on every rank (the pipeline seeds every process alike): the same shuffles
+    seed = int(torch.randint(0, 2**62, (1,)))
+    sampler = DistributedSampler(
+        range(len(train)), num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed
+    )
+    steps = cfg.epochs * -(-len(sampler) // per_rank)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+        if cfg.lr_schedule == "cosine"
+        else None
+    )
+    history: list[EpochLog] = []
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+        for start in range(0, len(order), per_rank):
+            idx = order[start : start + per_rank]
+            xb, yb = train.x[idx].to(device), train.y[idx].to(device)
+            logits = net(xb)
+            loss = loss_fn(logits, xb, yb)
+            _check_finite(loss, label, epoch, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if schedule is not None:
+                schedule.step()
+            totals += torch.tensor(
+                [loss.item() * len(idx), int((logits.argmax(1) == yb).sum()), len(idx)], dtype=torch.float64
+            )
+        totals = totals.to(device)
+        torch.distributed.all_reduce(totals)
+        loss_sum, correct, seen = totals.tolist()
+        model.to("cpu")  # evaluation and everything after training run on the CPU
+        history.append(_epoch_end(model, epoch, loss_sum / seen, correct / seen, val, cfg, label))
+        model.to(device)
+    model.to("cpu").eval()
     return history
 
 
