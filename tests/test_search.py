@@ -196,3 +196,26 @@ def test_choose_falls_back_to_the_most_accurate_when_nothing_is_near_the_teacher
     assert picked["number"] == 1 and picked["within_reach"] and picked["recipe"] == {"prune": 2}
     assert picked["params"] == {"prune.method": "magnitude"}
     assert picked["metrics"] == {"accuracy": 0.95, "packed_bytes": 1000.0}
+
+
+def test_with_one_objective_optunas_pruner_stops_recipes_after_distillation(teacher, digits_splits, tmp_path):
+    train, val, test = digits_splits
+    cfg = SearchConfig(
+        storage=f"sqlite:///{tmp_path}/study.db",
+        n_trials=10,
+        objectives=["accuracy"],
+        pruner="median",
+        sampler="random",
+        sampler_seed=4,  # draws 0.3 four times, then 0.995: the median pruner's 5 start-up trials
+        max_accuracy_drop=None,
+        space={"prune.options.magnitude.sparsity": {"choices": [0.3, 0.995]}},
+    )
+    params = apply(PARAMS, {"prune.finetune.epochs": 0})
+    result = run_search(cfg, params, teacher, train, val, test, FAST, seed=42)
+    trials = result.trials
+    pruned = trials[trials["state"] == "PRUNED"]
+    assert len(trials) == 10 and len(pruned) >= 1
+    assert set(pruned["param.prune.options.magnitude.sparsity"]) == {0.995}  # the hopeless recipe
+    assert result.chosen["params"] == {"prune.options.magnitude.sparsity": 0.3}
+    # a worker that joins a study whose budget is spent runs nothing
+    assert run_search(cfg, params, teacher, train, val, test, FAST, seed=42).ran == 0

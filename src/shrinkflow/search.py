@@ -47,15 +47,19 @@ from shrinkflow.stages import DistillStage, PruneStage, QuantizeStage, distill, 
 
 __all__ = [
     "OBJECTIVES",
+    "WORKER",
+    "Hopeless",
     "SearchConfig",
     "SearchResult",
     "apply",
     "choose",
     "front_figure",
     "listen",
+    "run_config",
     "run_recipe",
     "run_search",
     "sample",
+    "table",
 ]
 
 # metric -> direction; any numeric metric of evaluate works, these have a known direction
@@ -224,7 +228,7 @@ def _roundtrip(model: ModelArtifact) -> ModelArtifact:
 
 
 class Hopeless(Exception):
-    """The recipe's model is already too far below the teacher before quantization."""
+    """The recipe is stopped after distillation: too far below the teacher, or a pruner said so."""
 
 
 def run_recipe(
@@ -235,11 +239,12 @@ def run_recipe(
     test: Split,
     measure: MeasureConfig,
     seed: int,
-    floor: float | None = None,
+    checkpoint: Callable[[float], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """(the final model's evaluation, validation accuracy after each stage) for the recipe
     ``params`` (``{prune: ..., distill: ..., quantize: ...}`` blocks), seeded like ``kedro run``.
-    ``floor``: raise :class:`Hopeless` when validation accuracy after distillation is below it."""
+    ``checkpoint(validation accuracy)`` runs after distillation, before quantization; it raises
+    :class:`Hopeless` to stop the recipe there."""
     prune_cfg = PruneStage(**params["prune"])
     distill_cfg = DistillStage(**params["distill"])
     quantize_cfg = QuantizeStage(**params["quantize"])
@@ -249,10 +254,8 @@ def run_recipe(
     seed_everything(node_seed(seed, "distill"))
     distilled = _roundtrip(distill(teacher, pruned, train, val, distill_cfg)[0])
     progress["distilled"] = evaluate(distilled.model, val)[0]
-    if floor is not None and progress["distilled"] < floor:
-        raise Hopeless(
-            f"validation accuracy {progress['distilled']:.4f} after distillation is below {floor:.4f}"
-        )
+    if checkpoint is not None:
+        checkpoint(progress["distilled"])
     seed_everything(node_seed(seed, "quantize"))
     quantized = _roundtrip(
         run_method(quantize_cfg, distilled, train, val, train_cfg=quantize_cfg.finetune, teacher=teacher)[0]
@@ -376,22 +379,23 @@ def run_search(
         values = sample(trial, cfg.space)
         recipe = apply(params, values)
         info: dict[str, Any] = {"number": trial.number, "params": values}
+
+        def checkpoint(accuracy: float) -> None:
+            if floor is not None and accuracy < floor:
+                raise Hopeless(f"validation accuracy {accuracy:.4f} after distillation is below {floor:.4f}")
+            if len(cfg.objectives) == 1:  # Optuna's pruners compare trials at the same step
+                trial.report(accuracy, step=0)
+                if trial.should_prune():
+                    raise Hopeless(f"the {cfg.pruner} pruner stopped it after distillation ({accuracy:.4f})")
+
         try:
-            metrics, progress = run_recipe(recipe, teacher, train, val, test, measure, seed, floor)
+            metrics, _ = run_recipe(recipe, teacher, train, val, test, measure, seed, checkpoint)
         except Hopeless as exc:
             trial.set_user_attr("pruned_because", str(exc))
             _notify(
                 "trial", {**info, "state": "PRUNED", "metrics": {}, "seconds": time.perf_counter() - start}
             )
             raise optuna.TrialPruned(str(exc)) from None
-        if len(cfg.objectives) == 1:
-            trial.report(progress["distilled"], step=0)
-            if trial.should_prune():
-                _notify(
-                    "trial",
-                    {**info, "state": "PRUNED", "metrics": {}, "seconds": time.perf_counter() - start},
-                )
-                raise optuna.TrialPruned("the pruner stopped it after distillation")
         numbers = {
             k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
@@ -411,12 +415,14 @@ def run_search(
         return result if len(result) > 1 else result[0]
 
     start = time.perf_counter()
-    study.optimize(
-        objective,
-        timeout=cfg.timeout_s,
-        callbacks=[MaxTrialsCallback(cfg.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))],
-        catch=(),
-    )
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=finished)) < cfg.n_trials:  # optimize runs one at least
+        study.optimize(
+            objective,
+            timeout=cfg.timeout_s,
+            callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished)],
+            catch=(),
+        )
     trials = table(study, cfg)
     return SearchResult(
         trials=trials,
