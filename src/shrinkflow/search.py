@@ -299,9 +299,10 @@ def _storage(cfg: SearchConfig) -> Any:
                     engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                 )
         except Exception as exc:  # SQLAlchemy raises ArgumentError, OperationalError, ImportError ...
-            # two workers creating a new database at once: one of them loses the race to write
-            # the schema version; the tables exist a moment later
-            if "IntegrityError" in type(exc).__name__ and attempt < 4:
+            # two workers creating a new database at once: one of them loses the race to create a
+            # table or write the schema version ("already exists", UNIQUE constraint); the schema
+            # is complete a moment later. A database that stays unreachable fails after ~5 s.
+            if type(exc).__name__ in ("IntegrityError", "OperationalError") and attempt < 4:
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise ConfigError(
