@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from test_kedro_run import FAST_EVAL, KEDRO, kedro, project_after_a_good_run
+from test_kedro_run import FAST_EVAL, kedro, project_after_a_good_run, start
 
 from shrinkflow.core import artifact
 
@@ -20,19 +19,6 @@ BIG_TEACHER = "train_teacher.model.kwargs.hidden=[65536],train_teacher.train.epo
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _start(project: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "COLUMNS": "400", "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true"}
-    return subprocess.Popen(
-        [KEDRO, "run", *args],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +31,7 @@ def test_sigkill_during_a_model_save_keeps_the_previous_artifact_and_a_rerun_suc
     teacher = models / "teacher.pt"
     for _attempt in range(3):
         before = _sha(teacher)
-        run = _start(project, "--pipelines", "train_teacher", "--params", BIG_TEACHER)
+        run = start(project, "--pipelines", "train_teacher", "--params", BIG_TEACHER)
         caught = None
         while run.poll() is None and caught is None:
             caught = next(iter(models.glob(".teacher.pt.*.tmp")), None)
@@ -72,7 +58,7 @@ def test_sigkill_during_a_model_save_keeps_the_previous_artifact_and_a_rerun_suc
 
 
 def test_a_second_run_while_one_is_writing_is_refused_naming_it(project: Path):
-    first = _start(project, "--params", FAST_EVAL)
+    first = start(project, "--params", FAST_EVAL)
     owner = project / "data/.run.owner"
     deadline = time.monotonic() + 120
     while first.poll() is None and time.monotonic() < deadline:

@@ -60,6 +60,20 @@ def kedro(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start(project: Path, *args: str) -> subprocess.Popen[str]:
+    """`kedro run` in the background, in its own process group (tests kill it mid-run)."""
+    env = {**os.environ, "COLUMNS": "400", "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true"}
+    return subprocess.Popen(
+        [KEDRO, "run", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def project_after_a_good_run(dest: Path) -> Path:
     """A project copy in which the default digits run has completed (fast timing)."""
     project = make_project(dest)

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from test_kedro_run import FAST_EVAL, KEDRO, kedro, metrics, project_after_a_good_run
+from test_kedro_run import FAST_EVAL, kedro, metrics, project_after_a_good_run, start
 
 
 def search_args(storage: str, study: str, n_trials: int, *extra: str) -> list[str]:
@@ -30,18 +28,6 @@ def search_args(storage: str, study: str, n_trials: int, *extra: str) -> list[st
         *extra,
     ]
     return ["--pipelines", "search", "--params", ",".join([FAST_EVAL, *params])]
-
-
-def start(project: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "COLUMNS": "400", "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true"}
-    return subprocess.Popen(
-        [KEDRO, "run", *args],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def load(storage: str, study: str) -> optuna.Study:

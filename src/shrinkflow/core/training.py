@@ -7,6 +7,7 @@ import random
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,12 +94,7 @@ def fit(
     if distributed.world_size() > 1:
         return _fit_distributed(model, train, cfg, val, loss_fn, label)
     opt = _optimizer(model, cfg)
-    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-        if cfg.lr_schedule == "cosine"
-        else None
-    )
+    schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(train) // cfg.batch_size))
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
     history: list[EpochLog] = []
     n = len(train)
@@ -108,27 +104,44 @@ def fit(
         total_loss, correct = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            xb, yb = train.x[idx], train.y[idx]
-            logits = model(xb)
-            loss = loss_fn(logits, xb, yb)
-            _check_finite(loss, label, epoch, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if schedule is not None:
-                schedule.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
+            loss, right = _step(model, opt, schedule, loss_fn, train.x[idx], train.y[idx], label, epoch, cfg)
+            total_loss += loss * len(idx)
+            correct += right
         history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val, cfg, label))
     model.eval()
     return history
 
 
-def _check_finite(loss: torch.Tensor, label: str, epoch: int, cfg: TrainConfig) -> None:
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Any:
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    return None
+
+
+def _step(
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    schedule: Any,
+    loss_fn: LossFn,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    label: str,
+    epoch: int,
+    cfg: TrainConfig,
+) -> tuple[float, int]:
+    """One optimizer step on a batch: (its mean loss, its correct predictions)."""
+    logits = net(xb)
+    loss = loss_fn(logits, xb, yb)
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"{label}: loss became {loss.item()} at epoch {epoch}; expected a finite loss (lower lr={cfg.lr}?)"
         )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if schedule is not None:
+        schedule.step()
+    return loss.item(), int((logits.argmax(1) == yb).sum())
 
 
 def _epoch_end(
@@ -177,12 +190,7 @@ def _fit_distributed(
     sampler = DistributedSampler(
         range(len(train)), num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed
     )
-    steps = cfg.epochs * -(-len(sampler) // per_rank)
-    schedule = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-        if cfg.lr_schedule == "cosine"
-        else None
-    )
+    schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(sampler) // per_rank))
     history: list[EpochLog] = []
     for epoch in range(1, cfg.epochs + 1):
         net.train()
@@ -192,17 +200,8 @@ def _fit_distributed(
         for start in range(0, len(order), per_rank):
             idx = order[start : start + per_rank]
             xb, yb = train.x[idx].to(device), train.y[idx].to(device)
-            logits = net(xb)
-            loss = loss_fn(logits, xb, yb)
-            _check_finite(loss, label, epoch, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if schedule is not None:
-                schedule.step()
-            totals += torch.tensor(
-                [loss.item() * len(idx), int((logits.argmax(1) == yb).sum()), len(idx)], dtype=torch.float64
-            )
+            loss, right = _step(net, opt, schedule, loss_fn, xb, yb, label, epoch, cfg)
+            totals += torch.tensor([loss * len(idx), right, len(idx)], dtype=torch.float64)
         totals = totals.to(device)
         torch.distributed.all_reduce(totals)
         loss_sum, correct, seen = totals.tolist()
