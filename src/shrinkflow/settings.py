@@ -1,5 +1,6 @@
 """Project settings."""
 
+from shrinkflow.config_loader import ShrinkflowConfigLoader
 from shrinkflow.hooks import (
     DistributedHook,
     MlflowParamsHook,
@@ -20,6 +21,9 @@ HOOKS = (DistributedHook(), RunLockHook(), SeedHook(), MlflowParamsHook(), Track
 # The distribution name as installed metadata spells it (kedro compares it verbatim).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
+# --params overrides single keys in every environment (Kedro's loader lets an environment without a
+# stage's parameters file drop that stage's base block; see config_loader.py).
+CONFIG_LOADER_CLASS = ShrinkflowConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
