@@ -14,7 +14,7 @@ from test_kedro_run import FAST_EVAL, kedro, project_after_a_good_run, start
 from shrinkflow.core import artifact
 
 # a ~20 MB teacher (one hidden layer of 65,536 units), so its save lasts long enough to be caught
-BIG_TEACHER = "train_teacher.model.kwargs.hidden=[65536],train_teacher.train.epochs=1"
+BIG_TEACHER = "train_teacher.model.kwargs.mlp.hidden=[65536],train_teacher.train.epochs=1"
 
 
 def _sha(path: Path) -> str:

@@ -216,8 +216,15 @@ def test_user_checkpoint_and_import_path_model(tmp_path: Path):
     project = make_project(tmp_path)
     torch.manual_seed(0)
     torch.save(MLP((1, 8, 8), 10, hidden=[24]).state_dict(), tmp_path / "mine.pt")
+    # kwargs per model: an import path cannot be a dotted --params key, so they go in YAML
+    conf = project / "conf" / "base" / "parameters_train_teacher.yml"
+    conf.write_text(
+        conf.read_text().replace(
+            "      mlp: {hidden: [256, 256]}", '      "shrinkflow.core.models:MLP": {hidden: [24]}'
+        )
+    )
     params = (
-        "train_teacher.model.name=shrinkflow.core.models:MLP,train_teacher.model.kwargs.hidden=[24],"
+        "train_teacher.model.name=shrinkflow.core.models:MLP,"
         f"prune.method=none,distill.method=none,quantize.method=none,teacher_checkpoint={tmp_path / 'mine.pt'},"
         + f"{FAST_EVAL},{NO_GATE}"
     )
@@ -226,6 +233,8 @@ def test_user_checkpoint_and_import_path_model(tmp_path: Path):
     assert "teacher epoch" not in result.stdout + result.stderr  # loaded, not trained
     teacher = metrics(project)["teacher"]
     assert teacher["params_total"] == 64 * 24 + 24 + 24 * 10 + 10
+    assert teacher["method"] == "checkpoint" and teacher["checkpoint"] == str(tmp_path / "mine.pt")
+    assert teacher["checkpoint_sha256"] == hashlib.sha256((tmp_path / "mine.pt").read_bytes()).hexdigest()
     assert teacher["accuracy"] < 0.5  # the untrained weights we saved, not a trained model
 
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 FINAL_MODEL = "quantized_model"
 #: The quality-gate table and its suite (catalog `quality_gates`, gx_suites.yml `quality_gates`).
 GATES = "quality_gates"
+TEACHER_RECORD = "train_teacher_record"
 FAMILY_OF_RECORD = {f"{s.KEY}_record": s.FAMILY for s in (PruneStage, DistillStage, QuantizeStage)}
 
 
@@ -258,6 +259,16 @@ class TrackingHook:
             tags = {f"method.{stage}": str(data.get("method"))}
             if data.get("plugin"):
                 tags.update(_plugin_tags(f"method.{stage}", data["plugin"]))
+            mlflow.set_tags(tags)
+        elif dataset_name == TEACHER_RECORD and isinstance(data, dict):
+            tags = {"method.train_teacher": str(data.get("method"))}
+            if data.get("method") == "checkpoint":
+                tags.update(
+                    {
+                        "teacher.checkpoint": str(data.get("checkpoint")),
+                        "teacher.checkpoint_sha256": str(data.get("sha256")),
+                    }
+                )
             mlflow.set_tags(tags)
         elif dataset_name.removesuffix("_metrics") in MODELS and isinstance(data, dict):
             self._log_metrics(dataset_name.removesuffix("_metrics"), data)

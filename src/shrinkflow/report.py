@@ -50,6 +50,10 @@ def build_report(
         row = with_compression_ratio(values, teacher)
         row["accuracy_delta_pp"] = 100.0 * (values["accuracy"] - teacher["accuracy"])
         document[stage] = {"status": "done", "method": record.get("method"), **row}
+        if record.get("method") == "checkpoint":  # a teacher the user brought: which file, exactly
+            document[stage].update(
+                checkpoint=record.get("checkpoint"), checkpoint_sha256=record.get("sha256")
+            )
     # per-layer sparsity is a mapping per stage: in metrics.json and its plot, not a table column
     table = pd.DataFrame.from_dict(document, orient="index").drop(columns=["layer_sparsity"], errors="ignore")
     table.index.name = "stage"
@@ -133,6 +137,12 @@ def _markdown(document: dict[str, Any]) -> str:
                 fmt.format(row[key]) if key in row else "" for key, _, fmt in _COLUMNS
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    teacher = document.get("teacher", {})
+    if teacher.get("method") == "checkpoint":
+        lines += [
+            "",
+            f"The teacher was loaded from `{teacher['checkpoint']}` (sha256 `{teacher['checkpoint_sha256']}`).",
+        ]
     lines += [
         "",
         "Accuracy is top-1 on the held-out test set; Δ is versus the teacher in percentage points.",

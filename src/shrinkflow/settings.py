@@ -9,6 +9,7 @@ from shrinkflow.hooks import (
     TrackingHook,
     ValidationHook,
 )
+from shrinkflow.preflight import PreflightHook
 from shrinkflow.tracking import artifact_location, tracking_uri
 
 # kedro-mlflow's hook opens and closes one MLflow run per `kedro run` and logs the parameters; it is
@@ -17,7 +18,17 @@ from shrinkflow.tracking import artifact_location, tracking_uri
 # a second run from writing the same artifacts at once; ValidationHook gives the catalog's Great
 # Expectations validators their suites (conf/<env>/gx_suites.yml) and renders the Data Docs.
 # DistributedHook joins a torchrun process group and lets only rank 0 write and record.
-HOOKS = (DistributedHook(), RunLockHook(), SeedHook(), MlflowParamsHook(), TrackingHook(), ValidationHook())
+# PreflightHook builds the configured models on the data's shape before any node (registered after
+# RunLockHook so that pluggy calls it first: a model that does not fit leaves data/ untouched).
+HOOKS = (
+    DistributedHook(),
+    RunLockHook(),
+    SeedHook(),
+    MlflowParamsHook(),
+    TrackingHook(),
+    ValidationHook(),
+    PreflightHook(),
+)
 # The distribution name as installed metadata spells it (kedro compares it verbatim).
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 

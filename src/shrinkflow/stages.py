@@ -15,11 +15,11 @@ from functools import partial
 from typing import Any, ClassVar
 
 from shrinkflow import plugins
-from shrinkflow.core.artifact import ModelArtifact, load_state_dict
+from shrinkflow.core.artifact import Checkpoint, ModelArtifact, load_pretrained, load_state_dict
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range, nested
-from shrinkflow.core.data import RawData, Split, split_data
+from shrinkflow.core.data import RawData, Split, split_data, with_channels
 from shrinkflow.core.method import Context
-from shrinkflow.core.models import ModelSpec
+from shrinkflow.core.models import ModelChoice
 from shrinkflow.core.sparsity import frozen_zeros
 from shrinkflow.core.training import TrainConfig, fit
 
@@ -33,6 +33,7 @@ __all__ = [
     "PruneStage",
     "QuantizeStage",
     "TeacherStage",
+    "build",
     "distill",
     "run_method",
     "split",
@@ -62,20 +63,23 @@ class DataStage(_Stage):
     KEY: ClassVar[str] = "data"
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    channels: int | None = None
 
     def validate(self) -> None:
         check_range("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
         check_range("test_fraction", self.test_fraction, 0.0, 0.5, low_open=True)
+        if self.channels is not None:
+            check_range("channels", self.channels, 1, 64, integer=True)
 
 
 @dataclass
 class TeacherStage(_Stage):
     KEY: ClassVar[str] = "train_teacher"
-    model: ModelSpec | dict[str, Any] = field(default_factory=ModelSpec)
+    model: ModelChoice | dict[str, Any] = field(default_factory=ModelChoice)
     train: TrainConfig | dict[str, Any] = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        self.model = nested(ModelSpec, self.model, "model")
+        self.model = nested(ModelChoice, self.model, "model")
         self.train = nested(TrainConfig, self.train, "train")
 
 
@@ -131,7 +135,7 @@ class DistillStage(MethodStage):
 
     KEY: ClassVar[str] = "distill"
     FAMILY: ClassVar[str] = plugins.DISTILLERS
-    student: str | ModelSpec | dict[str, Any] = "pruned"
+    student: str | ModelChoice | dict[str, Any] = "pruned"
     train: TrainConfig | dict[str, Any] = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -139,10 +143,10 @@ class DistillStage(MethodStage):
         if isinstance(self.student, str):
             if self.student != "pruned":
                 raise ConfigError(
-                    "student", self.student, "'pruned' or a model spec {name: ..., kwargs: {...}}"
+                    "student", self.student, "'pruned' or a model {name: ..., kwargs: {<name>: {...}}}"
                 )
         else:
-            self.student = nested(ModelSpec, self.student, "student")
+            self.student = nested(ModelChoice, self.student, "student")
             if self.method == NONE:
                 raise ConfigError(
                     "method", NONE, "a distiller when a separate student architecture is declared"
@@ -192,21 +196,38 @@ class GateStage(_Stage):
 
 def split(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, Split]:
     check_range("seed", seed, 0, 2**32 - 1, integer=True)
-    return split_data(raw, cfg.val_fraction, cfg.test_fraction, seed)
+    parts = split_data(raw, cfg.val_fraction, cfg.test_fraction, seed)
+    train, val, test = (with_channels(part, cfg.channels) for part in parts)
+    return train, val, test
+
+
+def build(choice: ModelChoice, train: Split) -> ModelArtifact:
+    """A fresh model for ``train``'s input shape and classes, with ``choice.pretrained`` loaded."""
+    artifact = ModelArtifact.build(choice.spec, train.input_shape, train.num_classes)
+    if choice.pretrained is not None:
+        load_pretrained(artifact.model, choice.pretrained)
+    return artifact
 
 
 def train_or_load_teacher(
-    train: Split, val: Split, checkpoint: dict[str, Any] | None, cfg: TeacherStage
-) -> ModelArtifact:
-    """Build the teacher; load the user's checkpoint if one is given, else train it."""
-    assert isinstance(cfg.model, ModelSpec) and isinstance(cfg.train, TrainConfig)
-    artifact = ModelArtifact.build(cfg.model, train.input_shape, train.num_classes)
+    train: Split, val: Split, checkpoint: Checkpoint | None, cfg: TeacherStage
+) -> tuple[ModelArtifact, dict[str, Any]]:
+    """Build the teacher; load the user's checkpoint if one is given, else train it. The record
+    says which (``method``: ``train`` or ``checkpoint``, with the file's path and sha256)."""
+    assert isinstance(cfg.model, ModelChoice) and isinstance(cfg.train, TrainConfig)
+    record: dict[str, Any] = {"stage": TeacherStage.KEY, "status": "done", "model": cfg.model.spec.to_dict()}
     if checkpoint is not None:
-        load_state_dict(artifact.model, checkpoint, f"teacher checkpoint for {cfg.model.name}")
+        artifact = ModelArtifact.build(cfg.model.spec, train.input_shape, train.num_classes)
+        load_state_dict(artifact.model, checkpoint.state_dict, f"teacher checkpoint {checkpoint.path}")
+        record.update(method="checkpoint", checkpoint=checkpoint.path, sha256=checkpoint.sha256)
     else:
-        fit(artifact.model, train, cfg.train, val=val, label="teacher")
+        artifact = build(cfg.model, train)
+        history = fit(artifact.model, train, cfg.train, val=val, label="teacher")
+        record.update(method="train", config=cfg.train.to_dict(), history=[vars(h) for h in history])
+        if cfg.model.pretrained is not None:
+            record["pretrained"] = cfg.model.pretrained
     artifact.model.eval()
-    return artifact
+    return artifact, record
 
 
 def run_method(
@@ -257,10 +278,7 @@ def distill(
 ) -> tuple[ModelArtifact, dict[str, Any]]:
     """Distil into the pruned model (zeros kept) or into a freshly built student architecture."""
     assert isinstance(cfg.train, TrainConfig)
-    if isinstance(cfg.student, ModelSpec):
-        student = ModelArtifact.build(cfg.student, train.input_shape, train.num_classes)
-    else:
-        student = pruned
+    student = build(cfg.student, train) if isinstance(cfg.student, ModelChoice) else pruned
     return run_method(
         cfg, student, train, val, train_cfg=cfg.train, teacher=teacher, keep_sparsity=student is pruned
     )
@@ -269,4 +287,9 @@ def distill(
 #: The models the DAG produces, in order; each one is evaluated and reported as ``<model>_metrics``.
 MODELS = ("teacher", "pruned", "distilled", "quantized")
 #: The stage (its parameter key and ``<key>_record``) that makes each compressed model.
-MAKER = {"pruned": PruneStage.KEY, "distilled": DistillStage.KEY, "quantized": QuantizeStage.KEY}
+MAKER = {
+    "teacher": TeacherStage.KEY,
+    "pruned": PruneStage.KEY,
+    "distilled": DistillStage.KEY,
+    "quantized": QuantizeStage.KEY,
+}

@@ -276,7 +276,9 @@ def test_read_checkpoint_accepts_the_usual_layouts(mlp, tmp_path):
         "artifact": mlp.payload(),
     }.items():
         torch.save(payload, tmp_path / f"{name}.pt")
-        loaded = artifact.read_checkpoint(tmp_path / f"{name}.pt")
+        checkpoint = artifact.read_checkpoint(tmp_path / f"{name}.pt")
+        assert checkpoint.path == str(tmp_path / f"{name}.pt") and len(checkpoint.sha256) == 64
+        loaded = checkpoint.state_dict
         assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
 
 

@@ -317,7 +317,7 @@ def test_to_dict_is_plain_nested_and_json_serialisable():
         TeacherStage(model={"name": "lenet5"}, train={"epochs": 1}),
         PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.3}}, finetune={"epochs": 2}),
         QuantizeStage(method="dynamic_int8"),
-        DistillStage(method="soft_kd", student={"name": "mlp", "kwargs": {"hidden": [8]}}),
+        DistillStage(method="soft_kd", student={"name": "mlp", "kwargs": {"mlp": {"hidden": [8]}}}),
     ],
     ids=lambda c: type(c).__name__,
 )

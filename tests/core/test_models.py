@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
+import urllib.error
 
 import pytest
 import torch
@@ -11,7 +12,16 @@ from torch import nn
 
 from shrinkflow import plugins
 from shrinkflow.core.config import ConfigError
-from shrinkflow.core.models import MLP, LeNet5, ModelSpec, SeedCNN, build_model, lenet_300_100
+from shrinkflow.core.models import (
+    MLP,
+    LeNet5,
+    ModelChoice,
+    ModelSpec,
+    SeedCNN,
+    build_model,
+    check_forward,
+    lenet_300_100,
+)
 
 BUILT_INS = ["lenet5", "lenet_300_100", "mlp", "seed_cnn"]
 
@@ -90,7 +100,7 @@ def test_the_same_seed_builds_the_same_weights():
 
 
 def test_unknown_model_name_lists_the_available_ones():
-    with pytest.raises(plugins.PluginError) as info:
+    with pytest.raises(ConfigError) as info:
         ModelSpec("resnet50")
     message = str(info.value)
     assert "unknown model 'resnet50'" in message
@@ -166,15 +176,19 @@ def test_data_arguments_are_passed_only_where_accepted(zoo):
     build_model(ModelSpec("user_zoo:anything", {"extra": 1}), (1, 8, 8), 7)
     assert zoo.calls == [
         ("shape_only", (1, 8, 8), 3),
-        ("anything", {"input_shape": (1, 8, 8), "num_classes": 7, "extra": 1}),
+        # never through **kwargs: torchvision's resnet18(**kwargs) hands them to a class without input_shape
+        ("anything", {"extra": 1}),
     ]
 
 
 def test_bad_kwargs_name_the_model(zoo):
     with pytest.raises(ConfigError) as info:
-        build_model(ModelSpec("mlp", {"widths": [8]}), (1, 8, 8), 10)
-    assert info.value.key == "model mlp.kwargs" and info.value.value == {"widths": [8]}
-    assert "unexpected keyword argument 'widths'" in str(info.value)
+        ModelSpec("mlp", {"widths": [8]})  # checked against the signature when the spec is made
+    assert info.value.key == "kwargs" and info.value.value == {"widths": [8]}
+    assert (
+        "arguments mlp accepts: ['dropout', 'hidden', 'input_shape', 'num_classes'] (not ['widths'])"
+        in str(info.value)
+    )
     with pytest.raises(ConfigError, match=r"^model torch\.nn:Linear\.kwargs=\{'in_features': 4\} is invalid"):
         build_model(ModelSpec("torch.nn:Linear", {"in_features": 4}), (1, 2, 2), 10)
 
@@ -203,7 +217,78 @@ def test_a_factory_must_return_a_module(zoo):
         ("torch.nn:NoSuchNet", "has no 'NoSuchNet'"),
     ],
 )
-def test_a_bad_import_path_fails_when_building(name, text):
-    spec = ModelSpec(name)  # import paths are resolved lazily, when the model is built
-    with pytest.raises(plugins.PluginError, match=text):
-        build_model(spec, (1, 8, 8), 10)
+def test_a_bad_import_path_fails_when_the_spec_is_made(name, text):
+    # resolved when the configuration is read, before any node runs (not lazily, at the teacher node)
+    with pytest.raises(ConfigError, match=text) as info:
+        ModelSpec(name)
+    assert info.value.key == "name" and info.value.value == name
+
+
+# --- ModelChoice: kwargs per model; the data-shape check --------------------------------------
+
+
+def test_kwargs_are_kept_per_model_so_switching_names_drops_them():
+    choice = ModelChoice.from_dict(
+        {"name": "mlp", "kwargs": {"mlp": {"hidden": [8]}, "resnet20": {"width": 4}}}
+    )
+    assert choice.spec == ModelSpec("mlp", {"hidden": [8]})
+    switched = ModelChoice.from_dict({**choice.to_dict(), "name": "resnet20"})
+    assert switched.spec == ModelSpec("resnet20", {"width": 4})
+    assert ModelChoice.from_dict({**choice.to_dict(), "name": "lenet5"}).spec == ModelSpec("lenet5", {})
+    assert ModelChoice.from_dict(choice.to_dict()) == choice
+
+
+def test_flat_kwargs_are_refused_with_the_per_model_form():
+    with pytest.raises(ConfigError) as info:
+        ModelChoice.from_dict({"name": "mlp", "kwargs": {"hidden": [8]}}, key="train_teacher.model")
+    assert info.value.key == "train_teacher.model.kwargs.hidden"
+    assert "e.g. kwargs: {mlp: {hidden: [256, 256]}}" in str(info.value)
+
+
+def test_kwargs_a_model_does_not_take_fail_naming_its_block():
+    with pytest.raises(ConfigError) as info:
+        ModelChoice.from_dict({"name": "lenet5", "kwargs": {"lenet5": {"hidden": [8]}}}, key="model")
+    assert info.value.key == "model.kwargs.lenet5" and "(not ['hidden'])" in str(info.value)
+
+
+@pytest.fixture
+def hub(monkeypatch) -> types.ModuleType:
+    """Factories shaped like torchvision's: keyword-only weights, everything else via **kwargs."""
+    module = types.ModuleType("user_hub")
+
+    class Net(nn.Module):
+        def __init__(self, num_classes: int = 1000) -> None:
+            super().__init__()
+            self.fc = nn.Linear(192, num_classes)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    def resnet_like(*, weights=None, progress=True, **kwargs):
+        if weights is not None:
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        return Net(**kwargs)
+
+    module.resnet_like = resnet_like
+    monkeypatch.setitem(sys.modules, "user_hub", module)
+    return module
+
+
+def test_a_torchvision_style_factory_gets_only_its_own_kwargs(hub):
+    spec = ModelSpec("user_hub:resnet_like", {"num_classes": 10})
+    model = build_model(spec, (3, 8, 8), 10)  # no input_shape passed through **kwargs
+    check_forward(model, spec, (3, 8, 8), 10)
+    default = ModelSpec("user_hub:resnet_like")
+    with pytest.raises(ConfigError, match=r"logits of shape \(N, 10\) .* got \(1000,\) per sample"):
+        check_forward(build_model(default, (3, 8, 8), 10), default, (3, 8, 8), 10)
+    with pytest.raises(ConfigError, match=r"accepts the data's batches of shape \(N, 1, 8, 8\)"):
+        check_forward(model, spec, (1, 8, 8), 10)
+
+
+def test_weights_that_must_be_downloaded_fail_clearly_offline(hub):
+    spec = ModelSpec("user_hub:resnet_like", {"weights": "IMAGENET1K_V1", "num_classes": 10})
+    with pytest.raises(ConfigError) as info:
+        build_model(spec, (3, 8, 8), 10)
+    message = str(info.value)
+    assert "pretrained weights could not be fetched: URLError" in message
+    assert "give the state-dict file as model.pretrained" in message

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pandas as pd
 import pytest
 import torch
 
-from shrinkflow.core.artifact import ArtifactError
+from shrinkflow.core.artifact import ArtifactError, Checkpoint, read_checkpoint
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.data import DataError, RawData, Split
 from shrinkflow.core.export import ExportConfig
@@ -23,14 +24,18 @@ from shrinkflow.pipelines.report.nodes import report
 from shrinkflow.pipelines.train_teacher.nodes import train_teacher
 from shrinkflow.stages import DataStage, DistillStage, PruneStage, QuantizeStage, TeacherStage
 
-SMALL = {"name": "mlp", "kwargs": {"hidden": [32]}}
+SMALL = {"name": "mlp", "kwargs": {"mlp": {"hidden": [32]}}}
 FAST = MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2)
 
 
 @pytest.fixture(scope="module")
 def teacher(digits_splits):
     train, val, _ = digits_splits
-    return train_teacher(train, val, None, TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003}))
+    artifact, record = train_teacher(
+        train, val, None, TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003})
+    )
+    assert record["method"] == "train" and len(record["history"]) == 15
+    return artifact
 
 
 def test_split_data_rejects_nan_and_out_of_range_labels():
@@ -57,12 +62,23 @@ def test_teacher_node_trains_to_high_accuracy(teacher, digits_splits):
     assert metrics["accuracy_noise_0.3"] < metrics["accuracy"] - 0.02
 
 
-def test_teacher_node_loads_a_checkpoint_instead_of_training(teacher, digits_splits):
+def test_teacher_node_loads_a_checkpoint_instead_of_training(teacher, digits_splits, tmp_path):
     train, val, test = digits_splits
     cfg = TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003})
-    loaded = train_teacher(train, val, teacher.model.state_dict(), cfg)
+    torch.save(teacher.model.state_dict(), tmp_path / "mine.pt")
+    checkpoint = read_checkpoint(tmp_path / "mine.pt")
+    loaded, record = train_teacher(train, val, checkpoint, cfg)
     assert torch.equal(loaded.model(test.x), teacher.model(test.x))
-    wrong = {"0.weight": torch.zeros(3, 3)}
+    digest = hashlib.sha256((tmp_path / "mine.pt").read_bytes()).hexdigest()
+    assert record == {
+        "stage": "train_teacher",
+        "status": "done",
+        "model": {"name": "mlp", "kwargs": {"hidden": [32]}},
+        "method": "checkpoint",
+        "checkpoint": str(tmp_path / "mine.pt"),
+        "sha256": digest,
+    }
+    wrong = Checkpoint({"0.weight": torch.zeros(3, 3)}, "wrong.pt", "0" * 64)
     with pytest.raises(ArtifactError, match="missing keys"):
         train_teacher(train, val, wrong, cfg)
 
@@ -112,7 +128,7 @@ def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
     train, val, test = digits_splits
     cfg = DistillStage(
         method="soft_kd",
-        student={"name": "mlp", "kwargs": {"hidden": [16]}},
+        student={"name": "mlp", "kwargs": {"mlp": {"hidden": [16]}}},
         train={"epochs": 15, "lr": 0.003},
     )
     student, _ = distill_model(teacher, teacher, train, val, cfg)
@@ -122,8 +138,10 @@ def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
 
 def _mlp_teacher(digits_splits, hidden: int, epochs: int):
     train, val, _ = digits_splits
-    stage = TeacherStage(model={"name": "mlp", "kwargs": {"hidden": [hidden]}}, train={"epochs": epochs})
-    return train_teacher(train, val, None, stage)
+    stage = TeacherStage(
+        model={"name": "mlp", "kwargs": {"mlp": {"hidden": [hidden]}}}, train={"epochs": epochs}
+    )
+    return train_teacher(train, val, None, stage)[0]
 
 
 def test_quantize_node_shrinks_the_artifact(digits_splits):
@@ -209,6 +227,7 @@ def test_report_marks_skipped_stages_and_computes_ratios():
         base,
         small,
         small,
+        {"method": "checkpoint", "status": "done", "checkpoint": "mine.pt", "sha256": "ab" * 32},
         {"method": "none", "status": "skipped"},
         {"method": "soft_kd", "status": "done"},
         {"method": "dynamic_int8", "status": "done"},
@@ -243,6 +262,10 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     )
     assert "| distilled | +0.50 | passed |" in markdown and "1 of 4 stages failed a gate" in markdown
     assert document["pruned"] == {"status": "skipped", "method": "none"}
+    assert document["teacher"]["method"] == "checkpoint"
+    assert document["teacher"]["checkpoint_sha256"] == "ab" * 32
+    assert f"loaded from `mine.pt` (sha256 `{'ab' * 32}`)" in markdown
+    assert "| teacher | checkpoint |" in markdown
     assert document["quantized"]["compression_ratio"] == 4.0
     assert document["quantized"]["packed_compression_ratio"] == 13.0
     assert document["quantized"]["accuracy_delta_pp"] == pytest.approx(-0.5)

@@ -26,7 +26,7 @@ def _catalog(**overrides: object) -> DataCatalog:
         "params:seed": 0,
         "params:data": DataStage(),
         "params:train_teacher": TeacherStage(
-            model={"name": "mlp", "kwargs": {"hidden": [64]}}, train={"epochs": 10, "lr": 0.003}
+            model={"name": "mlp", "kwargs": {"mlp": {"hidden": [64]}}}, train={"epochs": 10, "lr": 0.003}
         ),
         "params:prune": PruneStage(
             method="magnitude", options={"magnitude": {"sparsity": 0.7}}, finetune={"epochs": 2}

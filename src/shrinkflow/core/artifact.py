@@ -9,7 +9,9 @@ unpickled. Writes are atomic, so an interrupted save never leaves a half-written
 
 from __future__ import annotations
 
+import hashlib
 import io
+import logging
 import os
 import tempfile
 import warnings
@@ -27,15 +29,20 @@ from shrinkflow.core.models import ModelSpec, build_model
 
 __all__ = [
     "ArtifactError",
+    "Checkpoint",
     "ModelArtifact",
     "atomic_write",
     "from_bytes",
     "load",
+    "load_pretrained",
     "load_state_dict",
+    "read_checkpoint",
     "rebuild",
     "save",
     "to_bytes",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "shrinkflow.model"
 FORMAT_VERSION = 1
@@ -227,7 +234,16 @@ def load(path: str | os.PathLike[str]) -> ModelArtifact:
     return from_payload(_read(path, "model artifact"), str(path))
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+@dataclass
+class Checkpoint:
+    """A user's trained weights as read from ``path``, with the file's sha256 for the record."""
+
+    state_dict: dict[str, Any]
+    path: str
+    sha256: str
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """A user's checkpoint: a plain ``state_dict`` file, or a shrinkflow artifact (its state_dict)."""
     payload = _read(path, "checkpoint")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
@@ -236,4 +252,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         payload = payload["state_dict"]  # the common {"state_dict": ..., "epoch": ...} layout
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise ArtifactError(f"checkpoint {str(path)!r} holds no state_dict; expected a mapping of tensors")
-    return payload
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return Checkpoint(payload, str(path), digest)
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike[str]) -> list[str]:
+    """Load pretrained weights into a freshly built ``model`` where names and shapes match (a
+    classifier trained for another class count keeps its initialisation). Returns the keys left
+    as initialised; raises ArtifactError if nothing matched (another architecture)."""
+    state = read_checkpoint(path).state_dict
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fits:
+        raise ArtifactError(
+            f"pretrained weights {str(path)!r} share no tensor (name and shape) with {type(model).__name__}: "
+            f"file keys {sorted(state)[:6]}, model keys {sorted(own)[:6]}"
+        )
+    model.load_state_dict(fits, strict=False)
+    kept = sorted(set(own) - set(fits))
+    if kept:
+        log.info("pretrained %s: %d tensors loaded, kept as initialised: %s", path, len(fits), kept[:8])
+    return kept

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-__all__ = ["DataError", "RawData", "Split", "calibration_batches", "check_split", "split_data"]
+__all__ = [
+    "DataError",
+    "RawData",
+    "Split",
+    "calibration_batches",
+    "check_split",
+    "split_data",
+    "with_channels",
+]
 
 
 class DataError(ValueError):
@@ -107,6 +115,22 @@ def split_data(
     train = Split(pool.x[train_idx], pool.y[train_idx], pool.num_classes)
     val = Split(pool.x[val_idx], pool.y[val_idx], pool.num_classes)
     return train, val, test
+
+
+def with_channels(split: Split, channels: int | None) -> Split:
+    """Images with ``channels`` channels: a 1-channel image repeated (grayscale into a model whose
+    stem takes RGB, e.g. torchvision's ResNets), several averaged into 1; None leaves them as
+    they are. Raises DataError for other conversions."""
+    c = int(split.x.shape[1])
+    if channels is None or channels == c:
+        return split
+    if c == 1:
+        x = split.x.expand(-1, channels, *split.x.shape[2:]).contiguous()
+    elif channels == 1:
+        x = split.x.mean(dim=1, keepdim=True)
+    else:
+        raise DataError(f"images have {c} channels; data.channels={channels} expects 1 or {channels}")
+    return Split(x, split.y, split.num_classes)
 
 
 def calibration_batches(data: Split, batches: int, batch_size: int) -> Iterator[torch.Tensor]:

@@ -20,7 +20,17 @@ from torch import nn
 from shrinkflow import plugins
 from shrinkflow.core.config import Config, ConfigError
 
-__all__ = ["MLP", "LeNet5", "LeNet5Caffe", "ModelSpec", "SeedCNN", "build_model", "lenet_300_100"]
+__all__ = [
+    "MLP",
+    "LeNet5",
+    "LeNet5Caffe",
+    "ModelChoice",
+    "ModelSpec",
+    "SeedCNN",
+    "build_model",
+    "check_forward",
+    "lenet_300_100",
+]
 
 
 class MLP(nn.Sequential):
@@ -154,7 +164,9 @@ class SeedCNN(nn.Module):
 
 @dataclass
 class ModelSpec(Config):
-    """Which architecture: a registered model name or ``package.module:Class``, plus its kwargs."""
+    """Which architecture: a registered model name or ``package.module:factory``, plus the keyword
+    arguments for it. This is the resolved form an artifact stores; configuration uses
+    :class:`ModelChoice` (kwargs kept per model)."""
 
     name: str = "mlp"
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -164,8 +176,23 @@ class ModelSpec(Config):
             raise ConfigError("name", self.name, "a registered model name or 'package.module:Class'")
         if not isinstance(self.kwargs, dict):
             raise ConfigError("kwargs", self.kwargs, "a mapping of keyword arguments")
-        if ":" not in self.name:
-            plugins.info(plugins.MODELS, self.name)  # unknown names fail early, listing the known ones
+        try:
+            factory = self.factory()  # unknown names and wrong import paths fail here, before any node
+        except plugins.PluginError as exc:
+            known = plugins.available(plugins.MODELS)
+            raise ConfigError(
+                "name",
+                self.name,
+                f"a registered model {known} or an importable 'package.module:Class' ({exc})",
+            ) from None
+        if not callable(factory):
+            raise ConfigError("name", self.name, f"a class or function, got {type(factory).__name__}")
+        named, takes_any = _accepted(factory)
+        unknown = [] if takes_any else sorted(set(self.kwargs) - named)
+        if unknown:
+            raise ConfigError(
+                "kwargs", self.kwargs, f"arguments {self.name} accepts: {sorted(named)} (not {unknown})"
+            )
 
     def factory(self) -> Any:
         if ":" in self.name:
@@ -173,20 +200,69 @@ class ModelSpec(Config):
         return plugins.load(plugins.MODELS, self.name)
 
 
-def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """Instantiate ``spec`` for the data's input shape and class count.
+@dataclass
+class ModelChoice(Config):
+    """A model as configured: ``name`` plus ``kwargs`` *per model* (``{model name: {arg: value}}``),
+    as ``options`` are per method, so ``--params train_teacher.model.name=other`` never hands
+    ``other`` the arguments written for the previous model. ``pretrained``: a local state-dict
+    file loaded into the freshly built model before training (layers whose shapes differ, such as
+    a classifier for another class count, keep their initialisation and are logged)."""
 
-    ``input_shape`` and ``num_classes`` are passed only to factories whose signature accepts them,
-    so a user's own class with a fixed architecture works unchanged.
-    """
-    factory = spec.factory()
+    name: str = "mlp"
+    kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kwargs, dict):
+            raise ConfigError("kwargs", self.kwargs, "a mapping {model name: {argument: value}}")
+        for key, block in self.kwargs.items():
+            if not isinstance(block, dict):
+                raise ConfigError(
+                    f"kwargs.{key}",
+                    block,
+                    "kwargs per model, {model name: {argument: value}}: e.g. kwargs: {mlp: {hidden: [256, 256]}}",
+                )
+        if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
+            raise ConfigError("pretrained", self.pretrained, "null or the path of a state-dict file")
+        try:
+            self.spec = ModelSpec(self.name, dict(self.kwargs.get(self.name) or {}))
+        except ConfigError as exc:
+            key = "kwargs." + self.name if exc.key == "kwargs" else exc.key
+            raise ConfigError(key, exc.value, exc.expected) from None
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> ModelChoice:
+        return cls(spec.name, {spec.name: dict(spec.kwargs)})
+
+
+def _accepted(factory: Any) -> tuple[set[str], bool]:
+    """The keyword arguments ``factory`` names, and whether it takes ``**kwargs`` as well."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        params = {}
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        return set(), True
+    named = {
+        n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"
+    }
+    return named, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _offline_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, OSError) or any(w in text for w in ("download", "url", "hub", "connection"))
+
+
+def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Instantiate ``spec`` for the data's input shape and class count.
+
+    ``input_shape`` and ``num_classes`` are passed only to factories that name them in their
+    signature, never through ``**kwargs`` (``torchvision.models:resnet18`` forwards those to a
+    class that takes no ``input_shape``), and never over a value the spec's kwargs set.
+    """
+    factory = spec.factory()
+    named, _ = _accepted(factory)
     auto = {"input_shape": tuple(input_shape), "num_classes": int(num_classes)}
-    kwargs = {k: v for k, v in auto.items() if accepts_any or k in params}
+    kwargs = {k: v for k, v in auto.items() if k in named and k not in spec.kwargs}
     try:
         model = factory(**kwargs, **spec.kwargs)
     except ConfigError as exc:
@@ -195,8 +271,46 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -
         raise ConfigError(
             f"model {spec.name}.kwargs", spec.kwargs, f"arguments its constructor accepts ({exc})"
         ) from exc
+    except Exception as exc:
+        if _offline_error(exc):
+            raise ConfigError(
+                f"model {spec.name}.kwargs",
+                spec.kwargs,
+                "a model built without downloading (pretrained weights could not be fetched: "
+                f"{type(exc).__name__}: {str(exc)[:200]}); download the weights elsewhere and give "
+                "the state-dict file as model.pretrained",
+            ) from exc
+        raise
     if not isinstance(model, nn.Module):
         raise ConfigError(
             "model.name", spec.name, f"a factory returning torch.nn.Module, got {type(model).__name__}"
         )
     return model
+
+
+def check_forward(model: nn.Module, spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -> None:
+    """One forward pass on a zero batch of the data's shape: the model must return ``(2,
+    num_classes)`` logits (or an object with ``.logits``). Raises ConfigError naming what differs."""
+    from shrinkflow.core.adapters import logits_of
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = logits_of(model(torch.zeros(2, *input_shape)))
+    except Exception as exc:
+        raise ConfigError(
+            f"model {spec.name}",
+            spec.kwargs,
+            f"a model that accepts the data's batches of shape (N, {', '.join(map(str, input_shape))}) "
+            f"({type(exc).__name__}: {str(exc)[:200]})",
+        ) from exc
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, int(num_classes)):
+        raise ConfigError(
+            f"model {spec.name}",
+            spec.kwargs,
+            f"logits of shape (N, {num_classes}) for the data's {num_classes} classes, got "
+            f"{tuple(out.shape)[1:]} per sample (set num_classes in its kwargs?)",
+        )

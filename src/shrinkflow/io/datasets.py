@@ -74,7 +74,7 @@ class OnnxDataset(AbstractDataset[bytes, bytes]):
         return {"filepath": str(self._filepath)}
 
 
-class CheckpointDataset(AbstractDataset[None, "dict[str, Any] | None"]):
+class CheckpointDataset(AbstractDataset[None, "art.Checkpoint | None"]):
     """A user's trained weights (a ``state_dict`` file). No path configured loads ``None``:
     the teacher is then trained. Read-only: shrinkflow never writes the user's file."""
 
@@ -82,7 +82,7 @@ class CheckpointDataset(AbstractDataset[None, "dict[str, Any] | None"]):
         self._filepath = str(filepath) if filepath not in (None, "", "null", "None") else None
         self.metadata = metadata
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> art.Checkpoint | None:
         return None if self._filepath is None else art.read_checkpoint(self._filepath)
 
     def save(self, data: None) -> None:

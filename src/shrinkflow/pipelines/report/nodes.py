@@ -29,6 +29,7 @@ def report(
     pruned: dict[str, Any],
     distilled: dict[str, Any],
     quantized: dict[str, Any],
+    teacher_record: dict[str, Any],
     prune_record: dict[str, Any],
     distill_record: dict[str, Any],
     quantize_record: dict[str, Any],
@@ -38,7 +39,12 @@ def report(
     """metrics.json (by stage, and the ONNX export), a Markdown table, a CSV and the plots."""
     document, markdown, table = build_report(
         {"teacher": teacher, "pruned": pruned, "distilled": distilled, "quantized": quantized},
-        {"pruned": prune_record, "distilled": distill_record, "quantized": quantize_record},
+        {
+            "teacher": teacher_record,
+            "pruned": prune_record,
+            "distilled": distill_record,
+            "quantized": quantize_record,
+        },
         gates,
         onnx,
     )

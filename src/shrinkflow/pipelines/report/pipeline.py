@@ -25,6 +25,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "pruned_metrics",
                     "distilled_metrics",
                     "quantized_metrics",
+                    "train_teacher_record",
                     "prune_record",
                     "distill_record",
                     "quantize_record",
