@@ -100,6 +100,28 @@ def test_float_twin_holds_exactly_the_dequantized_int8_weights(teacher, digits_s
     assert any(not torch.equal(t, teacher.model.state_dict()[n]) for n, t in twin.state_dict().items())
 
 
+def test_a_dynamic_int8_model_with_batchnorm_exports_its_running_statistics(digits_splits):
+    """A BatchNorm's buffers are not weights: the float twin takes them from the int8 model."""
+    train, val, test = digits_splits
+    seed_everything(0)
+    base = ModelArtifact.build(ModelSpec("resnet20", {"width": 8}), train.input_shape, train.num_classes)
+    fit(base.model, train, TrainConfig(epochs=4, lr=3e-3))  # BN statistics away from their 0/1 init
+    quantized = _quantized(base, digits_splits, "dynamic_int8")
+    twin = float_twin(quantized)
+    bn = dict(quantized.model.named_modules())["layers.0.bn1"]
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert torch.equal(twin.state_dict()["layers.0.bn1.running_mean"], bn.running_mean)
+    data, fmt = _export(quantized, digits_splits)
+    assert fmt == "int8"
+    logits = OnnxModel(data).predict(test.x)
+    with torch.no_grad():
+        reference = quantized.model(test.x)
+    # convolutions stay float (dynamic int8 quantizes Linear only): the classifier alone differs
+    agreement = float((logits.argmax(1) == reference.argmax(1)).float().mean())
+    accuracy = float((reference.argmax(1) == test.y).float().mean())
+    assert accuracy > 0.9 and agreement >= 0.99, (accuracy, agreement)
+
+
 def test_the_export_quantizes_the_layer_types_the_pytorch_model_quantized(digits_splits):
     train = digits_splits[0]
     cnn = ModelArtifact.build(ModelSpec("lenet5"), train.input_shape, train.num_classes)

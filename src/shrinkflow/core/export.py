@@ -135,7 +135,14 @@ def float_twin(artifact: ModelArtifact) -> nn.Module:
         artifact.recipe,
         skip=(plugins.QUANTIZERS,),
     )
-    values = dict(weight_tensors(artifact.model))
+    # float buffers (BatchNorm running statistics, ...) as the int8 model holds them, then every
+    # weight and bias dequantized from its int8 module
+    values = {
+        k: v
+        for k, v in artifact.model.state_dict().items()
+        if isinstance(v, torch.Tensor) and not v.is_quantized
+    }
+    values.update(weight_tensors(artifact.model))
     own = twin.state_dict()
     missing = sorted(k for k in own if k not in values or values[k].shape != own[k].shape)
     if missing:
