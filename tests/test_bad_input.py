@@ -211,6 +211,22 @@ def _case(project: Path, tmp: Path, case: str) -> tuple[list[str], list[str]]:
             "does not fit the architecture",
             "shape mismatches",
         ]
+    if case == "wrong model import path":
+        return ["--params", "train_teacher.model.name=nosuchpkg.mod:Net"], [
+            "train_teacher.model.name='nosuchpkg.mod:Net' is invalid",
+            "cannot import module 'nosuchpkg.mod'",
+        ]
+    if case == "model kwargs it does not take":
+        # the default mlp's kwargs block is not handed to lenet5; kwargs written for lenet5 are checked
+        return ["--params", "train_teacher.model.name=lenet5,train_teacher.model.kwargs.lenet5.hidden=[8]"], [
+            "train_teacher.model.kwargs.lenet5={'hidden': [8]} is invalid",
+            "arguments lenet5 accepts: ['input_shape', 'num_classes'] (not ['hidden'])",
+        ]
+    if case == "model that does not fit the data":
+        return ["--params", "train_teacher.model.name=torch.nn:Identity"], [
+            "train_teacher.model: model torch.nn:Identity={} is invalid",
+            "logits of shape (N, 10) for the data's 10 classes, got (1, 8, 8) per sample",
+        ]
     raise AssertionError(case)
 
 
@@ -227,6 +243,9 @@ CASES = [
     "unknown data-set plugin",
     "out-of-range parameter",
     "checkpoint that does not match the model",
+    "wrong model import path",
+    "model kwargs it does not take",
+    "model that does not fit the data",
 ]
 
 

@@ -102,7 +102,7 @@ def test_float_twin_holds_exactly_the_dequantized_int8_weights(teacher, digits_s
 
 def test_a_dynamic_int8_model_with_batchnorm_exports_its_running_statistics(digits_splits):
     """A BatchNorm's buffers are not weights: the float twin takes them from the int8 model."""
-    train, val, test = digits_splits
+    train, _, test = digits_splits
     seed_everything(0)
     base = ModelArtifact.build(ModelSpec("resnet20", {"width": 8}), train.input_shape, train.num_classes)
     fit(base.model, train, TrainConfig(epochs=4, lr=3e-3))  # BN statistics away from their 0/1 init
