@@ -272,3 +272,23 @@ def test_mnist_environment_meets_the_lenet_targets(tmp_path: Path):
     assert onnx["agreement"] >= 0.999 and document["quantized"]["method"] == "static_int8"
     # int8 LeNet-300-100 needs less inference memory at batch 256 than its fp32 teacher
     assert document["quantized"]["peak_memory_bytes"] < 0.7 * document["teacher"]["peak_memory_bytes"]
+
+
+@pytest.mark.slow
+def test_a_torchvision_resnet18_teacher_runs_the_whole_dag_on_digits(tmp_path: Path):
+    """torchvision's factory by import path, num_classes from its kwargs, grayscale repeated into its
+    RGB stem by data.channels; every stage runs and the int8 export agrees with PyTorch."""
+    project = make_project(tmp_path)
+    params = (
+        "train_teacher.model.name=torchvision.models:resnet18,data.channels=3,train_teacher.train.epochs=8,"
+        f"prune.finetune.epochs=2,distill.train.epochs=2,{FAST_EVAL},{NO_GATE}"
+    )
+    result = kedro(project, "--params", params)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    document = metrics(project)
+    assert document["teacher"]["params_total"] == 11_181_642  # resnet18 with a 10-class head
+    assert document["teacher"]["accuracy"] >= 0.9
+    assert document["pruned"]["sparsity"] >= 0.69
+    assert document["quantized"]["method"] == "static_int8"
+    assert document["teacher"]["accuracy"] - document["quantized"]["accuracy"] <= 0.05
+    assert document["onnx"]["format"] == "int8" and document["onnx"]["agreement"] >= 0.97
