@@ -220,3 +220,29 @@ def test_mnist_seed_cnn_acceptance(tmp_path):
     assert dense > 0.97 and evaluate(pruned, raw.test)[0] >= dense - 0.01
     x = raw.test.x[:512]
     assert torch.equal(_save_and_load(base, pruned, cfg, tmp_path / "m.pt")(x), pruned(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("resnet20", {"width": 8}), ("mobilenet_v2", {"width_mult": 0.25})]
+)
+def test_residual_and_depthwise_networks_stay_consistent_and_reload_identically(
+    name, kwargs, make_ctx, tmp_path
+):
+    """Torch-Pruning's dependency graph cuts a residual sum's inputs together and keeps every
+    depthwise convolution's groups equal to its channels; the artifact rebuilds the same widths."""
+    seed_everything(0)
+    base = ModelArtifact.build(ModelSpec(name, kwargs), SHAPE, 10)
+    macs0, params0 = _costs(base.model)
+    cfg = ChannelConfig(ratio=0.5)
+    pruned = plugin.apply(copy.deepcopy(base.model), cfg, make_ctx(epochs=0)).eval()
+    macs1, params1 = _costs(pruned)
+    assert macs1 < 0.35 * macs0 and params1 < 0.35 * params0
+    for module in pruned.modules():
+        if isinstance(module, nn.Conv2d) and module.groups > 1:
+            assert module.groups == module.in_channels == module.out_channels
+    if name == "resnet20":  # each block's output width equals its shortcut's
+        for block in pruned.layers:
+            short = block.shortcut[0].out_channels if isinstance(block.shortcut, nn.Sequential) else None
+            assert block.conv2.out_channels == (short or block.conv1.in_channels)
+    x = torch.rand(8, *SHAPE)
+    assert torch.equal(_save_and_load(base, pruned, cfg, tmp_path / "m.pt")(x), pruned(x))
