@@ -11,6 +11,11 @@
   essentially every prediction (LeNet-300-100 on MNIST: 10,000 of 10,000). The dynamo exporter
   rejects quantized tensors, so the older exporter is the one that can do this; if it fails on some
   op, the export falls back to recalibration below (``qparams: calibrated``) with a warning.
+* *PT2E* int8 graphs (``static_int8``/``qat`` with ``backend: pt2e``, the default) are float ops
+  between ``quantize``/``dequantize`` calls; the dynamo exporter writes them as QuantizeLinear /
+  DequantizeLinear with the graph's own int8 weights and scales (``qparams: torch``), which ONNX
+  Runtime fuses into QLinearConv/QGemm/QLinearAdd. Both compute the same integer values up to the
+  rounding of requantization (float in PyTorch, fixed point in ONNX Runtime's kernels).
 * ``torch.ao`` *dynamic* int8 models cannot be exported by either torch exporter (no ONNX symbolic
   for ``quantized::linear_dynamic``). They are exported as their *float twin* (the same
   architecture, holding exactly the dequantized int8 weights) and quantized again by ONNX
@@ -49,6 +54,7 @@ from shrinkflow import plugins
 from shrinkflow.core.artifact import ModelArtifact, rebuild
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.models import build_model
+from shrinkflow.core.qgraph import graph_layers, is_int8_graph
 from shrinkflow.core.sparsity import weight_tensors
 
 __all__ = [
@@ -116,7 +122,10 @@ class Exported(NamedTuple):
 
 
 def int8_modules(model: nn.Module) -> list[str]:
-    """Names of the modules that run ``torch.ao`` int8 kernels (dynamic or static)."""
+    """Names of the modules that run ``torch.ao`` int8 kernels (dynamic or static), or of the
+    layers of a PT2E int8 graph."""
+    if is_int8_graph(model):
+        return [name for _, name in graph_layers(model)]  # type: ignore[arg-type]
     return [n for n, m in model.named_modules() if type(m).__module__.startswith(_INT8_PACKAGES)]
 
 
@@ -289,6 +298,10 @@ def export_artifact(
     chosen by ``cfg.format``; static int8 models keep their own qparams (see the module doc)."""
     quantized = bool(int8_modules(artifact.model))
     fmt = cfg.format if cfg.format != "auto" else ("int8" if quantized else "float")
+    if is_int8_graph(artifact.model):
+        if fmt == "float":
+            raise ExportError("a PT2E int8 graph has no float form to export; use format: auto or int8")
+        return Exported(to_onnx(artifact.model, example, cfg.opset), "int8", "torch")
     if fmt == "int8" and is_static_int8(artifact.model):
         try:
             return Exported(torch_qdq(artifact.model, example, cfg.opset), "int8", "torch")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from shrinkflow.core.config import Config, ConfigError, check_range
+from shrinkflow.core.qgraph import graph_macs, is_int8_graph
 from shrinkflow.core.sparsity import module_tensor, weight_tensors
 
 __all__ = [
@@ -203,6 +204,8 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
     A layer's MACs are (output elements / output channels) x weight elements: for a Linear its
     in x out, for a Conv2d the output positions x out x in/groups x kernel.
     """
+    if is_int8_graph(model):
+        return graph_macs(model, sample)  # type: ignore[arg-type]
     counts = [0, 0]
 
     def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:

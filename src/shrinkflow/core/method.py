@@ -9,6 +9,10 @@ pruning, distillation, weight sharing) keep the identity ``restore``.
 When the structure depends on the data (channels chosen by importance, ranks chosen by an energy
 target), the method also gives ``structure(model) -> dict``: a plain record (names, ints, lists)
 stored with the recipe step and handed back to ``restore`` as its third argument.
+
+A method that cannot apply to every model gives ``check(model, config, input_shape)``: it raises
+ConfigError naming the method, the construct and what to use instead, and runs on the freshly
+built model before any node trains (the pipeline's preflight), not after minutes of training.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Method:
     restore: Callable[[nn.Module, Any, dict[str, Any] | None], nn.Module] = _identity
     summary: str = ""
     structure: Callable[[nn.Module], dict[str, Any]] | None = None
+    check: Callable[[nn.Module, Any, tuple[int, ...]], None] | None = None
 
     def config(self, options: dict[str, Any] | None, key: str = "") -> Config:
         return self.config_cls.from_dict(options or {}, key=key)

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from shrinkflow.core.qgraph import graph_weights, is_int8_graph
+
 __all__ = ["frozen_zeros", "module_tensor", "prunable", "weight_tensors"]
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -28,8 +30,12 @@ def weight_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """(qualified name, float tensor) for every weight and bias, float or quantized modules alike.
 
     Quantized modules (``torch.ao`` dynamic/static) keep packed weights behind ``weight()``;
-    they are dequantized here so counting is uniform.
+    they are dequantized here so counting is uniform. PT2E int8 graphs have no such modules: their
+    Linear/Conv calls' weights are read from the graph, named after the module they came from.
     """
+    if is_int8_graph(model):
+        yield from graph_weights(model)  # type: ignore[arg-type]
+        return
     for name, module in model.named_modules():
         for attr in ("weight", "bias"):
             value = module_tensor(module, attr)

@@ -2,24 +2,21 @@
 scales come from calibration batches (Jacob et al. 2018, "Quantization and Training of Neural
 Networks for Efficient Integer-Arithmetic-Only Inference"; Krishnamoorthi 2018, per-channel weights).
 
-Backed by torch's FX graph mode flow (``prepare_fx`` -> calibrate -> ``convert_fx``). Chosen over
-the PT2E flow (``torch.export`` + ``prepare_pt2e``/``convert_pt2e`` with ``X86InductorQuantizer``,
-which in torch 2.13 lives only in torchao 0.18) after measuring both on this 2-core CPU (1 thread,
-batch 256, untrained weights, see the report of this plugin):
+Two flows, chosen by ``backend``:
 
-* FX: ``convert_fx`` swaps in quantized modules (``QuantizedConvReLU2d``, ``QuantizedLinearReLU``)
-  that run x86/fbgemm int8 kernels in plain eager mode: SeedCNN 1.2x, LeNet-300-100 1.7x faster
-  than fp32; the state_dict holds int8 weights only (3.8x smaller) and loads with
-  ``weights_only=True`` into a fresh model re-prepared and converted without calibration.
-* PT2E: ``convert_pt2e`` leaves a *reference* graph (quantize/dequantize around fp32 ops) that is
-  2-3x SLOWER than fp32 in eager mode; it is fast only after ``torch.compile`` with inductor
-  freezing (then the fastest path for SeedCNN, about 1.5x over compiled fp32, but seconds of
-  compilation and a C compiler at every load), its state_dict keeps the fp32
-  weights beside the int8 copies (larger than fp32), and the exported graph fixes shapes unless
-  dynamic dims are declared. It needs torchao as an extra dependency.
+* ``pt2e`` (default): ``torch.export`` + torchao's PT2E quantization with the x86 quantizer (see
+  ``_pt2e``). It captures any model ``torch.export`` can run, including ``forward``\ s that branch
+  on shapes, torchvision/timm models, residual blocks, depthwise convolutions and BatchNorm, and its
+  graph exports to ONNX QDQ that ONNX Runtime runs in int8. In eager PyTorch it runs as a reference
+  graph (dequantize -> float op -> quantize): 1.1-2.6x *slower* than fp32 on this 2-core CPU;
+  serve it through the ONNX export (``data/06_models/final.onnx``).
+* ``fx``: torch.ao's FX graph mode (``prepare_fx`` -> calibrate -> ``convert_fx``), deprecated in
+  torch but the one flow with eager int8 kernels: ``QuantizedConvReLU2d``/``QuantizedLinearReLU``
+  run fbgemm int8 in plain PyTorch (SeedCNN 1.2x, LeNet-300-100 1.7x faster than fp32 at batch 256,
+  1 thread). It needs a model ``torch.fx`` can trace symbolically (no branching on shapes), and its
+  x86 activations use 7 bits (``reduce_range``), which ONNX cannot express: the ONNX export then
+  saturates at another point and agrees less (resnet20 on noisy digits: 98.1% against 99.1%).
 
-Both are deprecated in ``torch.ao`` in favour of torchao; this plugin hides the flow so it can move
-to torchao's pt2e + inductor path when that path has eager int8 kernels or we ship compiled models.
 Pruned zeros survive: symmetric int8 weights quantize 0.0 to exactly 0.
 """
 
@@ -51,10 +48,13 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.data import calibration_batches
 from shrinkflow.core.method import Context, Method
+from shrinkflow.core.qgraph import is_int8_graph
+from shrinkflow.methods.quantization import _pt2e
 
-__all__ = ["StaticInt8Config", "engines", "plugin", "quantized_modules"]
+__all__ = ["StaticInt8Config", "check", "engines", "plugin", "quantized_modules", "saved_backend"]
 
 OBSERVERS = ("histogram", "minmax")
+BACKENDS = ("pt2e", "fx")
 _INT8_PACKAGES = ("torch.ao.nn.quantized.modules", "torch.ao.nn.intrinsic.quantized.modules")
 
 
@@ -66,14 +66,16 @@ def engines() -> list[str]:
 @dataclass
 class StaticInt8Config(Config):
     """``calibration_batches`` x ``batch_size`` training samples fix the activation ranges;
-    ``engine`` picks the int8 kernels; ``per_channel`` gives each output channel its own weight
-    scale; ``observer`` estimates activation ranges (histogram: L2-optimal clipping, minmax: full range)."""
+    ``per_channel`` gives each output channel its own weight scale; ``observer`` estimates
+    activation ranges (histogram: L2-optimal clipping, minmax: full range); ``backend`` picks the
+    flow (pt2e | fx, see the module doc); ``engine`` the int8 kernels of the fx flow."""
 
     calibration_batches: int = 8
     batch_size: int = 128
     engine: str = "x86"
     per_channel: bool = True
     observer: str = "histogram"
+    backend: str = "pt2e"
 
     def __post_init__(self) -> None:
         check_range("calibration_batches", self.calibration_batches, 1, 100_000, integer=True)
@@ -82,6 +84,7 @@ class StaticInt8Config(Config):
         if not isinstance(self.per_channel, bool):
             raise ConfigError("per_channel", self.per_channel, "true or false")
         check_choice("observer", self.observer, OBSERVERS)
+        check_choice("backend", self.backend, BACKENDS)
 
 
 @contextmanager
@@ -168,7 +171,15 @@ def convert(prepared: fx.GraphModule, input_shape: list[int] | tuple[int, ...]) 
 
 def structure(model: nn.Module) -> dict[str, Any]:
     meta = getattr(model, "meta", {})
-    return {"input_shape": meta.get("shrinkflow_input_shape"), "modules": quantized_modules(model)}
+    shape = meta.get("shrinkflow_input_shape")
+    if is_int8_graph(model):
+        return {"backend": "pt2e", "input_shape": shape, "qparams": _pt2e.qparams(model)}
+    return {"backend": "fx", "input_shape": shape, "modules": quantized_modules(model)}
+
+
+def saved_backend(structure: dict[str, Any] | None) -> str:
+    """The flow an artifact was made with (artifacts from before PT2E carry no backend: fx)."""
+    return str((structure or {}).get("backend", "fx"))
 
 
 def check_restored(model: nn.Module, record: dict[str, Any] | None) -> nn.Module:
@@ -180,7 +191,26 @@ def check_restored(model: nn.Module, record: dict[str, Any] | None) -> nn.Module
     return model
 
 
+def check(model: nn.Module, cfg: StaticInt8Config, input_shape: Any) -> None:
+    """Before training: the model must be capturable by the chosen flow (raises ConfigError)."""
+    if cfg.backend == "pt2e":
+        _pt2e.prepare(model, input_shape, cfg.per_channel, cfg.observer, qat=False, method="static_int8")
+        return
+    try:
+        with quiet():
+            prepare_fx(model.eval(), qconfig_mapping(cfg), example_inputs(input_shape))
+    except Exception as exc:  # torch.fx raises TraceError, TypeError, ... on untraceable code
+        raise trace_error(exc) from exc
+
+
 def static_int8(model: nn.Module, cfg: StaticInt8Config, ctx: Context) -> nn.Module:
+    if cfg.backend == "pt2e":
+        shape = ctx.train.input_shape
+        prepared = _pt2e.prepare(model, shape, cfg.per_channel, cfg.observer, qat=False, method="static_int8")
+        with torch.no_grad():
+            for batch in calibration_batches(ctx.train, cfg.calibration_batches, cfg.batch_size):
+                prepared(batch)
+        return _pt2e.convert(prepared, shape)
     torch.backends.quantized.engine = cfg.engine
     inputs = example_inputs(ctx.train.input_shape)
     try:
@@ -196,7 +226,10 @@ def static_int8(model: nn.Module, cfg: StaticInt8Config, ctx: Context) -> nn.Mod
 
 def restore(model: nn.Module, cfg: StaticInt8Config, structure: dict[str, Any] | None = None) -> nn.Module:
     """Prepare and convert the fresh model without calibration; the state_dict then brings the
-    weights, scales and zero points (FX ignores the example input's values)."""
+    weights, scales and zero points (FX ignores the example input's values). PT2E graphs are
+    rebuilt the same way and get their per-tensor qparams from ``structure``."""
+    if saved_backend(structure) == "pt2e":
+        return _pt2e.restore(model, structure, cfg.per_channel, cfg.observer, qat=False, method="static_int8")
     torch.backends.quantized.engine = cfg.engine
     shape = (structure or {}).get("input_shape") or [1]
     with quiet():
@@ -208,6 +241,7 @@ plugin = Method(
     StaticInt8Config,
     static_int8,
     restore,
-    summary="static int8 PTQ: per-channel int8 weights, calibrated int8 activations (torch FX)",
+    summary="static int8 PTQ: per-channel int8 weights, calibrated int8 activations (torch.export PT2E, or FX)",
     structure=structure,
+    check=check,
 )
