@@ -4,16 +4,21 @@ Kedro validates each stage's parameter block when the context is created (unknow
 model names, wrong import paths, kwargs a factory does not take fail there). What needs the data
 is checked here, in ``before_pipeline_run``, so a model that cannot take the data's batches, or
 returns logits for another number of classes, fails before ``split_data`` rewrites
-``data/05_model_input`` and before minutes of training.
+``data/05_model_input`` and before minutes of training. So does a compression method that cannot
+apply to the model (a plugin's ``check``: e.g. static int8 on a model ``torch.export`` cannot
+capture), on the architecture the method will receive: the distillation student where one is
+declared, else the teacher.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from shrinkflow import plugins
 from shrinkflow.core.artifact import load_pretrained
 from shrinkflow.core.data import RawData, Split, with_channels
 from shrinkflow.core.models import ModelChoice, build_model, check_forward
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: nodes that build a model from configuration, and the parameter holding it
 _BUILDERS = {"train_teacher": ("train_teacher", "model"), "distill": ("distill", "student")}
+#: method stages in pipeline order: (node, parameter block)
+_METHOD_STAGES = (("prune", "prune"), ("distill", "distill"), ("quantize", "quantize"))
 
 
 def data_shape(
@@ -61,10 +68,11 @@ class PreflightHook:
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
         names = {n.name for n in pipeline.nodes}
+        methods = self._checked_methods(names)
         choices = []
         for node, (block, key) in _BUILDERS.items():
             choice = getattr(self._params.get(block), key, None)
-            if node in names and isinstance(choice, ModelChoice):
+            if (node in names or methods) and isinstance(choice, ModelChoice):
                 choices.append((f"{block}.{key}", choice))
         if not choices:
             return
@@ -72,6 +80,7 @@ class PreflightHook:
         if shape is None:
             return
         input_shape, num_classes = shape
+        models = {}
         for where, choice in choices:
             try:
                 model = build_model(choice.spec, input_shape, num_classes)
@@ -80,9 +89,37 @@ class PreflightHook:
                 check_forward(model, choice.spec, input_shape, num_classes)
             except ValueError as exc:  # ConfigError, ArtifactError
                 raise PreflightError(f"{where}: {exc}") from exc
+            models[where] = model
             log.info(
                 "preflight: %s %s takes %s inputs, %d classes", where, choice.name, input_shape, num_classes
             )
+        for block, stage, plugin in methods:
+            # the architecture the method receives: a declared student from distillation on
+            where = (
+                "distill.student"
+                if block != "prune" and "distill.student" in models
+                else "train_teacher.model"
+            )
+            if where not in models:
+                continue
+            try:
+                plugin.check(copy.deepcopy(models[where]), stage.method_config, input_shape)
+            except ValueError as exc:
+                raise PreflightError(f"{block}.method={stage.method} on {where}: {exc}") from exc
+            log.info("preflight: %s %s applies to %s", block, stage.method, where)
+
+    def _checked_methods(self, names: set[str]) -> list[tuple[str, Any, Any]]:
+        """(block, stage config, plugin) of the configured methods in this run that have a check."""
+        out = []
+        for node, block in _METHOD_STAGES:
+            stage = self._params.get(block)
+            method = getattr(stage, "method", "none")
+            if node not in names or method == "none" or not hasattr(stage, "FAMILY"):
+                continue
+            plugin = plugins.load(stage.FAMILY, method)
+            if plugin.check is not None:
+                out.append((block, stage, plugin))
+        return out
 
 
 class PreflightError(ValueError):

@@ -119,7 +119,8 @@ def test_a_static_int8_model_stores_its_per_channel_scales_as_float32_and_reload
 
     art = _lenet300(sparsity=0.9)
     calibration = Split(X, torch.arange(16) % 10, 10)
-    quantized = run_method(QuantizeStage(method="static_int8"), art, calibration, calibration)[0]
+    stage = QuantizeStage(method="static_int8", options={"static_int8": {"backend": "fx"}})
+    quantized = run_method(stage, art, calibration, calibration)[0]
     data = packing.to_bytes(quantized)
     header, _ = packing._header(data, "test")
     scales = header["tensors"]["1._packed_params._packed_params"]["items"][0]["scales"]

@@ -42,7 +42,7 @@ def test_plugin_is_registered():
 
 def test_training_ends_in_per_channel_int8_modules(trained_mlp, make_ctx):
     ctx = make_ctx(epochs=1, lr=3e-4)
-    out = plugin.apply(trained_mlp, QATConfig(), ctx)
+    out = plugin.apply(trained_mlp, QATConfig(backend="fx"), ctx)
     assert quantized_modules(out) == {"1": "LinearReLU", "3": "Linear"}
     assert not any(isinstance(m, (nn.Linear, FakeQuantizeBase)) for m in out.modules())
     weight = out.get_submodule("1").weight()
@@ -53,9 +53,11 @@ def test_training_ends_in_per_channel_int8_modules(trained_mlp, make_ctx):
 def test_qat_keeps_digits_accuracy_at_least_as_well_as_ptq(trained_mlp, make_ctx, digits_splits):
     test = digits_splits[2]
     fp32 = evaluate(trained_mlp, test)[0]
-    ptq = evaluate(static_plugin.apply(copy.deepcopy(trained_mlp), StaticInt8Config(), make_ctx()), test)[0]
+    ptq = evaluate(
+        static_plugin.apply(copy.deepcopy(trained_mlp), StaticInt8Config(backend="fx"), make_ctx()), test
+    )[0]
     teacher = copy.deepcopy(trained_mlp)
-    qat = plugin.apply(trained_mlp, QATConfig(), make_ctx(epochs=2, lr=3e-4, teacher=teacher))
+    qat = plugin.apply(trained_mlp, QATConfig(backend="fx"), make_ctx(epochs=2, lr=3e-4, teacher=teacher))
     accuracy = evaluate(qat, test)[0]  # measured: fp32 0.9361, PTQ 0.9306, QAT 0.9333
     assert accuracy >= fp32 - 0.01 and accuracy >= ptq - 0.003
 
@@ -64,10 +66,14 @@ def test_soft_targets_come_from_the_teacher_only_when_kd_alpha_is_positive(train
     teacher = copy.deepcopy(trained_mlp)
     calls = []
     teacher.register_forward_hook(lambda *_: calls.append(1))
-    plugin.apply(copy.deepcopy(trained_mlp), QATConfig(kd_alpha=0.5), make_ctx(epochs=1, teacher=teacher))
+    plugin.apply(
+        copy.deepcopy(trained_mlp), QATConfig(backend="fx", kd_alpha=0.5), make_ctx(epochs=1, teacher=teacher)
+    )
     assert len(calls) == 19  # one per training batch: ceil(1167 / 64)
     calls.clear()
-    plugin.apply(copy.deepcopy(trained_mlp), QATConfig(kd_alpha=0.0), make_ctx(epochs=1, teacher=teacher))
+    plugin.apply(
+        copy.deepcopy(trained_mlp), QATConfig(backend="fx", kd_alpha=0.0), make_ctx(epochs=1, teacher=teacher)
+    )
     assert calls == []
 
 
@@ -75,7 +81,7 @@ def test_soft_targets_come_from_the_teacher_only_when_kd_alpha_is_positive(train
 def test_keep_sparsity_holds_pruned_zeros_through_training(trained_mlp, make_ctx, keep):
     model = _prune(trained_mlp)
     zeros = _zero_masks(model)
-    out = plugin.apply(model, QATConfig(keep_sparsity=keep), make_ctx(epochs=2, lr=1e-3))
+    out = plugin.apply(model, QATConfig(backend="fx", keep_sparsity=keep), make_ctx(epochs=2, lr=1e-3))
     kept = [bool((t[zeros[n]] == 0).all()) for n, t in weight_tensors(out) if n in zeros]
     assert len(kept) == 2 and all(kept) is keep
     assert all(not hasattr(m, "weight_orig") for m in out.modules())  # masks removed after training
@@ -83,8 +89,8 @@ def test_keep_sparsity_holds_pruned_zeros_through_training(trained_mlp, make_ctx
 
 def test_observers_freeze_after_the_configured_epochs(trained_mlp, make_ctx):
     ctx = make_ctx()
-    prepared = _prepare(trained_mlp, QATConfig(freeze_after_epochs=2), (1, 8, 8))
-    loss_fn = _loss(QATConfig(freeze_after_epochs=2, kd_alpha=0.0), ctx, prepared)
+    prepared = _prepare(trained_mlp, QATConfig(backend="fx", freeze_after_epochs=2), (1, 8, 8))
+    loss_fn = _loss(QATConfig(backend="fx", freeze_after_epochs=2, kd_alpha=0.0), ctx, prepared)
     fakes = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
     x, y = ctx.train.x, ctx.train.y
     loss_fn(prepared(x), x, y)  # one epoch seen
@@ -96,16 +102,16 @@ def test_observers_freeze_after_the_configured_epochs(trained_mlp, make_ctx):
 
 def test_zero_epochs_calibrates_and_warns(trained_mlp, make_ctx, digits_splits, caplog):
     with caplog.at_level(logging.WARNING, logger="shrinkflow.methods.quantization.qat"):
-        out = plugin.apply(copy.deepcopy(trained_mlp), QATConfig(), make_ctx(epochs=0))
+        out = plugin.apply(copy.deepcopy(trained_mlp), QATConfig(backend="fx"), make_ctx(epochs=0))
     assert "0 epochs" in caplog.text
     assert evaluate(out, digits_splits[2])[0] >= evaluate(trained_mlp, digits_splits[2])[0] - 0.02
 
 
 def test_restore_rebuilds_a_model_that_reloads_bit_identically(trained_mlp, make_ctx, digits_splits):
     base = ModelArtifact(trained_mlp, ModelSpec("mlp", {"hidden": [64]}), (1, 8, 8), 10)
-    model = plugin.apply(copy.deepcopy(trained_mlp), QATConfig(), make_ctx(epochs=1))
+    model = plugin.apply(copy.deepcopy(trained_mlp), QATConfig(backend="fx"), make_ctx(epochs=1))
     quantized = base.with_step(
-        model, plugins.QUANTIZERS, "qat", QATConfig().to_dict(), plugin.structure(model)
+        model, plugins.QUANTIZERS, "qat", QATConfig(backend="fx").to_dict(), plugin.structure(model)
     )
     reloaded = artifact.from_bytes(artifact.to_bytes(quantized))
     x = digits_splits[2].x
@@ -119,7 +125,8 @@ def test_restore_rebuilds_a_model_that_reloads_bit_identically(trained_mlp, make
 
 def test_config_defaults_round_trip():
     cfg = QATConfig()
-    assert (cfg.kd_alpha, cfg.temperature, cfg.keep_sparsity, cfg.freeze_after_epochs) == (
+    assert (cfg.backend, cfg.kd_alpha, cfg.temperature, cfg.keep_sparsity, cfg.freeze_after_epochs) == (
+        "pt2e",
         0.5,
         4.0,
         True,
@@ -173,6 +180,6 @@ def test_mnist_lenet_300_100_stays_within_a_third_of_a_point():
     teacher = copy.deepcopy(model).eval()
     finetune = TrainConfig(epochs=1, batch_size=128, lr=1e-4)
     ctx = Context(train, val, fit=partial(fit, train=train, cfg=finetune, val=val), teacher=teacher)
-    out = plugin.apply(model, QATConfig(), ctx)
+    out = plugin.apply(model, QATConfig(backend="fx"), ctx)
     assert quantized_modules(out) == {"1": "LinearReLU", "3": "LinearReLU", "5": "Linear"}
     assert evaluate(out, test)[0] >= evaluate(teacher, test)[0] - 0.003

@@ -39,11 +39,11 @@ def cnn(digits_splits) -> ModelArtifact:
 
 
 def _quantize(model: nn.Module, make_ctx, **options) -> nn.Module:
-    return plugin.apply(copy.deepcopy(model), StaticInt8Config(**options), make_ctx())
+    return plugin.apply(copy.deepcopy(model), StaticInt8Config(backend="fx", **options), make_ctx())
 
 
 def _step(art: ModelArtifact, model: nn.Module, **options) -> ModelArtifact:
-    cfg = StaticInt8Config(**options)
+    cfg = StaticInt8Config(backend="fx", **options)
     return art.with_step(model, plugins.QUANTIZERS, "static_int8", cfg.to_dict(), plugin.structure(model))
 
 
@@ -123,7 +123,7 @@ def test_restore_rebuilds_a_model_that_reloads_bit_identically(cnn, make_ctx, di
     assert quantized_modules(reloaded.model) == quantized_modules(quantized.model)
     x = digits_splits[2].x
     assert torch.equal(predict(reloaded.model, x), predict(quantized.model, x))
-    fresh = plugin.restore(ModelArtifact.build(cnn.spec, (1, 8, 8), 10).model, StaticInt8Config())
+    fresh = plugin.restore(ModelArtifact.build(cnn.spec, (1, 8, 8), 10).model, StaticInt8Config(backend="fx"))
     assert not torch.equal(predict(fresh, x), predict(quantized.model, x))  # before the state_dict
     fresh.load_state_dict(quantized.model.state_dict())
     assert torch.equal(predict(fresh, x), predict(quantized.model, x))
@@ -132,7 +132,7 @@ def test_restore_rebuilds_a_model_that_reloads_bit_identically(cnn, make_ctx, di
 def test_restore_refuses_a_structure_it_cannot_rebuild():
     record = {"input_shape": [1, 8, 8], "modules": {"1": "LinearReLU", "3": "Conv2d"}}
     with pytest.raises(ConfigError, match=r"^structure\.modules="):
-        plugin.restore(MLP((1, 8, 8), 10, hidden=[8]), StaticInt8Config(), record)
+        plugin.restore(MLP((1, 8, 8), 10, hidden=[8]), StaticInt8Config(backend="fx"), record)
 
 
 def test_forward_leaves_the_deterministic_mode_as_it_was(trained_mlp, make_ctx, digits_splits):
@@ -154,7 +154,7 @@ class _Branchy(nn.Module):
 
 def test_untraceable_models_fail_naming_the_fallback(make_ctx):
     with pytest.raises(ConfigError, match=r"torch\.fx can trace.*dynamic_int8"):
-        plugin.apply(_Branchy(), StaticInt8Config(), make_ctx())
+        plugin.apply(_Branchy(), StaticInt8Config(backend="fx"), make_ctx())
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -162,7 +162,8 @@ def test_untraceable_models_fail_naming_the_fallback(make_ctx):
 
 def test_config_defaults_round_trip():
     cfg = StaticInt8Config()
-    assert (cfg.engine, cfg.per_channel, cfg.observer, cfg.calibration_batches) == (
+    assert (cfg.backend, cfg.engine, cfg.per_channel, cfg.observer, cfg.calibration_batches) == (
+        "pt2e",
         "x86",
         True,
         "histogram",
@@ -180,6 +181,7 @@ def test_config_defaults_round_trip():
         ("per_channel", "yes", "true or false"),
         ("observer", "kl", "one of ['histogram', 'minmax']"),
         ("engine", "tpu", f"one of {engines()}"),
+        ("backend", "onnx", "one of ['pt2e', 'fx']"),
     ],
 )
 def test_bad_values_name_the_key_and_the_range(key, value, expected):
@@ -212,7 +214,9 @@ def test_mnist_stays_within_half_a_point(tmp_path, name, epochs):
     seed_everything(0)
     base = ModelArtifact.build(ModelSpec(name), (1, 28, 28), 10)
     fit(base.model, train, TrainConfig(epochs=epochs, batch_size=128))
-    out = plugin.apply(copy.deepcopy(base.model), StaticInt8Config(), Context(train, val, fit=fit))
+    out = plugin.apply(
+        copy.deepcopy(base.model), StaticInt8Config(backend="fx"), Context(train, val, fit=fit)
+    )
     assert evaluate(out, test)[0] >= evaluate(base.model, test)[0] - 0.005
     quantized = _step(base, out)
     artifact.save(quantized, tmp_path / "q.pt")

@@ -52,7 +52,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_PER_TENSOR = ("quantized_decomposed.quantize_per_tensor.default", "quantized_decomposed.dequantize_per_tensor.default")
+_PER_TENSOR = (
+    "quantized_decomposed.quantize_per_tensor.default",
+    "quantized_decomposed.dequantize_per_tensor.default",
+)
 
 
 def _torchao() -> types.SimpleNamespace:
@@ -110,7 +113,7 @@ def _distinct_calls(graph: fx.GraphModule) -> fx.GraphModule:
     for path, nodes in groups.items():
         members, root = set(nodes), {n: n for n in nodes}
 
-        def find(n: fx.Node) -> fx.Node:
+        def find(n: fx.Node, root: dict[fx.Node, fx.Node] = root) -> fx.Node:
             while root[n] is not n:
                 n = root[n]
             return n
@@ -143,7 +146,9 @@ def quantizer(per_channel: bool, observer: str, qat: bool) -> Any:
         cfg = dataclasses.replace(cfg, input_activation=act, output_activation=act)
     if not per_channel:
         ctr = (
-            ao.pt2e.FusedMovingAvgObsFakeQuantize.with_args(observer=ao.pt2e.MovingAverageMinMaxObserver, eps=2**-12)
+            ao.pt2e.FusedMovingAvgObsFakeQuantize.with_args(
+                observer=ao.pt2e.MovingAverageMinMaxObserver, eps=2**-12
+            )
             if qat
             else ao.pt2e.MinMaxObserver.with_args(eps=2**-12)
         )
@@ -176,7 +181,9 @@ def _train_eval(graph: fx.GraphModule) -> fx.GraphModule:
     return graph
 
 
-def prepare(model: nn.Module, input_shape: Any, per_channel: bool, observer: str, qat: bool, method: str) -> fx.GraphModule:
+def prepare(
+    model: nn.Module, input_shape: Any, per_channel: bool, observer: str, qat: bool, method: str
+) -> fx.GraphModule:
     """The model captured and annotated: observers (PTQ) or fake quantizers (QAT) in place."""
     ao = _torchao()
     graph = capture(model, input_shape, method, train=qat)
@@ -244,7 +251,12 @@ def set_qparams(graph: fx.GraphModule, values: dict[str, list[float]]) -> fx.Gra
 
 
 def restore(
-    model: nn.Module, structure: dict[str, Any] | None, per_channel: bool, observer: str, qat: bool, method: str
+    model: nn.Module,
+    structure: dict[str, Any] | None,
+    per_channel: bool,
+    observer: str,
+    qat: bool,
+    method: str,
 ) -> fx.GraphModule:
     """The saved int8 graph rebuilt from a fresh model (see the module doc)."""
     structure = structure or {}

@@ -5,7 +5,7 @@ Networks for Efficient Integer-Arithmetic-Only Inference"; Krishnamoorthi 2018, 
 Two flows, chosen by ``backend``:
 
 * ``pt2e`` (default): ``torch.export`` + torchao's PT2E quantization with the x86 quantizer (see
-  ``_pt2e``). It captures any model ``torch.export`` can run, including ``forward``\ s that branch
+  ``_pt2e``). It captures any model ``torch.export`` can run, including forwards that branch
   on shapes, torchvision/timm models, residual blocks, depthwise convolutions and BatchNorm, and its
   graph exports to ONNX QDQ that ONNX Runtime runs in int8. In eager PyTorch it runs as a reference
   graph (dequantize -> float op -> quantize): 1.1-2.6x *slower* than fp32 on this 2-core CPU;
