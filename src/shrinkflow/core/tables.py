@@ -110,7 +110,7 @@ def _feature_matrix(frame: pd.DataFrame, columns: list[str], where: str) -> np.n
         if not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
             numeric = pd.to_numeric(values, errors="coerce")
             bad = values[numeric.isna() & values.notna()]
-            example = f"{bad.iloc[0]!r} in row {bad.index[0]}" if len(bad) else f"dtype {values.dtype}"
+            example = f"{bad.tolist()[0]!r} in row {bad.index[0]}" if len(bad) else f"dtype {values.dtype}"
             raise DataError(
                 f"{where}: feature column {column!r} holds non-numeric values ({example}); expected "
                 "numbers (encode categories as numbers, or leave the column out of `features`)"
@@ -138,7 +138,7 @@ def _label_codes(values: pd.Series, classes: list[Any] | None, where: str) -> tu
         if not np.all(np.mod(values.to_numpy(), 1) == 0):
             bad = values[np.mod(values.to_numpy(), 1) != 0]
             raise DataError(
-                f"{where}: label {bad.iloc[0]!r} in row {bad.index[0]} is not a class; expected "
+                f"{where}: label {bad.tolist()[0]!r} in row {bad.index[0]} is not a class; expected "
                 "integer class indices or class names"
             )
         return values.to_numpy(dtype=np.int64), []
@@ -207,6 +207,7 @@ def table(
         )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise DataError(f"table {path!r}: num_classes={num_classes!r}; expected an integer >= 1")
-    data = Split(x, torch.from_numpy(y), num_classes)
-    held = None if test is None else Split(test[0], torch.from_numpy(test[1]), num_classes)
+    # pandas hands out read-only views (copy-on-write): torch needs arrays of its own
+    data = Split(x, torch.tensor(y), num_classes)
+    held = None if test is None else Split(test[0], torch.tensor(test[1]), num_classes)
     return RawData(Path(path).stem, data, held, feature_names=tuple(names))
