@@ -87,6 +87,14 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
 
 
+def _breast_cancer_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """569 table rows of 30 features, 2 classes, and the feature names."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return bunch.data.astype(np.float32), bunch.target.astype(np.int64), np.array(bunch.feature_names)
+
+
 def _npz(path: Path, x: np.ndarray, y: np.ndarray, **extra: object) -> Path:
     np.savez(path, x=x, y=y, **extra)
     return path
@@ -191,6 +199,24 @@ def _case(project: Path, tmp: Path, case: str) -> tuple[list[str], list[str]]:
         return ["--env", env_with_raw_data(project, "empty", "npz", path=str(path))], [
             "expect_table_row_count_to_be_between(min_value=100): observed 0",
         ]
+    if case == "infinite value in a table column":
+        rows, labels, names = _breast_cancer_arrays()
+        rows[[5, 9], 3] = np.inf
+        path = _npz(tmp / "rows.npz", rows, labels, feature_names=names)
+        return ["--env", env_with_raw_data(project, "rows_inf", "npz", path=str(path))], [
+            "Validation failed for dataset 'raw_data' on load",
+            "inf_count: expect_column_values_to_be_between(max_value=0.0) at data.mean area — 1 case (e.g. 2)",
+        ]
+    if case == "channels for a table":
+        path = _npz(tmp / "rows.npz", *_breast_cancer_arrays()[:2])
+        return [
+            "--env",
+            env_with_raw_data(project, "rows", "npz", path=str(path)),
+            "--params",
+            "data.channels=3",
+        ], [
+            "data.channels=3 is invalid: expected null for table rows of shape (N, 30): channels apply to images only",
+        ]
     if case == "unknown plugin name":
         return ["--params", "quantize.method=int3_magic"], [
             "quantize.method='int3_magic' is invalid: expected 'none' or a registered name",
@@ -239,6 +265,8 @@ CASES = [
     "NaN pixels",
     "labels outside the class set",
     "empty data set",
+    "infinite value in a table column",
+    "channels for a table",
     "unknown plugin name",
     "unknown data-set plugin",
     "out-of-range parameter",

@@ -83,7 +83,7 @@ class PreflightHook:
         models = {}
         for where, choice in choices:
             try:
-                model = build_model(choice.spec, input_shape, num_classes)
+                model = build_model(choice.spec_for(input_shape), input_shape, num_classes)
                 if choice.pretrained is not None:
                     load_pretrained(model, choice.pretrained)
                 check_forward(model, choice.spec, input_shape, num_classes)

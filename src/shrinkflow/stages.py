@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, ClassVar
 
 from shrinkflow import plugins
-from shrinkflow.core.artifact import Checkpoint, ModelArtifact, load_pretrained, load_state_dict
+from shrinkflow.core.artifact import (
+    Checkpoint,
+    ModelArtifact,
+    load_pretrained,
+    load_state_dict,
+    read_checkpoint,
+)
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range, nested
 from shrinkflow.core.data import RawData, Split, split_data, with_channels
 from shrinkflow.core.method import Context
-from shrinkflow.core.models import ModelChoice
+from shrinkflow.core.models import ModelChoice, ModelSpec
 from shrinkflow.core.sparsity import frozen_zeros
+from shrinkflow.core.tables import Standardized, fit_standardization
 from shrinkflow.core.training import TrainConfig, fit
 
 __all__ = [
@@ -201,11 +208,29 @@ def split(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, Split]
     return train, val, test
 
 
+def _weights_target(model: Any, state: Any) -> Any:
+    """Where a user's weights go: the whole model, or inside the standardization wrapper when the
+    file was saved from the bare architecture (no ``standardize.*`` / ``model.*`` keys)."""
+    if isinstance(model, Standardized) and not any(k.startswith(("standardize.", "model.")) for k in state):
+        return model.model
+    return model
+
+
+def _build_fitted(spec: ModelSpec, train: Split) -> ModelArtifact:
+    """``spec`` built for ``train``'s shape and classes; a standardization fitted on ``train``."""
+    artifact = ModelArtifact.build(spec, train.input_shape, train.num_classes)
+    fit_standardization(artifact.model, train.x)
+    return artifact
+
+
 def build(choice: ModelChoice, train: Split) -> ModelArtifact:
-    """A fresh model for ``train``'s input shape and classes, with ``choice.pretrained`` loaded."""
-    artifact = ModelArtifact.build(choice.spec, train.input_shape, train.num_classes)
+    """A fresh model for ``train``'s input shape and classes, standardized on ``train`` when the
+    choice says so (``auto``: table rows), with ``choice.pretrained`` loaded (statistics saved
+    with the weights win over the fitted ones)."""
+    artifact = _build_fitted(choice.spec_for(train.input_shape), train)
     if choice.pretrained is not None:
-        load_pretrained(artifact.model, choice.pretrained)
+        state = read_checkpoint(choice.pretrained).state_dict
+        load_pretrained(_weights_target(artifact.model, state), choice.pretrained)
     return artifact
 
 
@@ -215,17 +240,21 @@ def train_or_load_teacher(
     """Build the teacher; load the user's checkpoint if one is given, else train it. The record
     says which (``method``: ``train`` or ``checkpoint``, with the file's path and sha256)."""
     assert isinstance(cfg.model, ModelChoice) and isinstance(cfg.train, TrainConfig)
-    record: dict[str, Any] = {"stage": TeacherStage.KEY, "status": "done", "model": cfg.model.spec.to_dict()}
+    spec = cfg.model.spec_for(train.input_shape)
     if checkpoint is not None:
-        artifact = ModelArtifact.build(cfg.model.spec, train.input_shape, train.num_classes)
-        load_state_dict(artifact.model, checkpoint.state_dict, f"teacher checkpoint {checkpoint.path}")
-        record.update(method="checkpoint", checkpoint=checkpoint.path, sha256=checkpoint.sha256)
+        if cfg.model.standardize == "auto":  # standardize only if the file was trained so
+            spec = replace(spec, standardize="standardize.mean" in checkpoint.state_dict)
+        artifact = _build_fitted(spec, train)
+        target = _weights_target(artifact.model, checkpoint.state_dict)
+        load_state_dict(target, checkpoint.state_dict, f"teacher checkpoint {checkpoint.path}")
+        how = {"method": "checkpoint", "checkpoint": checkpoint.path, "sha256": checkpoint.sha256}
     else:
         artifact = build(cfg.model, train)
         history = fit(artifact.model, train, cfg.train, val=val, label="teacher")
-        record.update(method="train", config=cfg.train.to_dict(), history=[vars(h) for h in history])
+        how = {"method": "train", "config": cfg.train.to_dict(), "history": [vars(h) for h in history]}
         if cfg.model.pretrained is not None:
-            record["pretrained"] = cfg.model.pretrained
+            how["pretrained"] = cfg.model.pretrained
+    record: dict[str, Any] = {"stage": TeacherStage.KEY, "status": "done", "model": spec.to_dict(), **how}
     artifact.model.eval()
     return artifact, record
 

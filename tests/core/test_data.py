@@ -116,7 +116,7 @@ def test_a_fixed_test_set_is_kept_as_is(digits_raw):
 
 def test_a_fixed_test_set_of_another_image_shape_is_refused():
     raw = RawData("m", _good(), Split(torch.rand(4, 1, 5, 5), torch.zeros(4, dtype=torch.int64), 3))
-    with pytest.raises(DataError, match=r"m: test images are \(1, 5, 5\), training images \(1, 4, 4\)"):
+    with pytest.raises(DataError, match=r"m: test samples are \(1, 5, 5\), training samples \(1, 4, 4\)"):
         split_data(raw, 0.2, 0.2, seed=0)
 
 
@@ -154,12 +154,12 @@ def test_a_good_split_is_returned_unchanged():
         (
             torch.rand(5, 4, 4),
             torch.zeros(5, dtype=torch.int64),
-            r"^s: images have shape \(5, 4, 4\); expected \(N, C, H, W\)$",
+            r"^s: inputs have shape \(5, 4, 4\); expected \(N, C, H, W\) images or \(N, F\) table rows$",
         ),
         (
             torch.rand(5, 1, 1, 4, 4),
             torch.zeros(5, dtype=torch.int64),
-            r"images have shape \(5, 1, 1, 4, 4\)",
+            r"inputs have shape \(5, 1, 1, 4, 4\)",
         ),
         (
             torch.rand(5, 1, 4, 4),

@@ -246,8 +246,8 @@ def test_npz_reads_uint8_and_float_images_and_a_fixed_test_set(tmp_path):
     [
         ({"x": np.zeros((2, 3, 3))}, "expected keys 'x' and 'y' (missing ['y'])"),
         (
-            {"x": np.zeros((2, 3)), "y": np.zeros(2, np.int64)},
-            "images have shape (2, 3); expected (N, H, W) or (N, C, H, W)",
+            {"x": np.zeros(2), "y": np.zeros(2, np.int64)},
+            "images have shape (2,); expected (N, H, W) or (N, C, H, W) images, or (N, F) table rows",
         ),
         (
             {"x": np.zeros((2, 3, 3)), "y": np.zeros(3, np.int64)},

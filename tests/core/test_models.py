@@ -122,7 +122,8 @@ def test_model_spec_round_trips_and_rejects_unknown_keys():
     assert spec.to_dict() == {"name": "mlp", "kwargs": {"hidden": [8]}}
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(
-        ConfigError, match=r"^model\.hidden=\[8\] is invalid: expected one of the keys \['name', 'kwargs'\]"
+        ConfigError,
+        match=r"^model\.hidden=\[8\] is invalid: expected one of the keys \['name', 'kwargs', 'standardize'\]",
     ):
         ModelSpec.from_dict({"name": "mlp", "hidden": [8]}, key="model")
 

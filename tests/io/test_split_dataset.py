@@ -51,3 +51,11 @@ def test_wrong_contents_and_bad_values_are_refused(tmp_path: Path):
 def test_only_splits_are_saved(tmp_path: Path):
     with pytest.raises(DatasetError, match="expected a Split to save, got dict"):
         SplitDataset(str(tmp_path / "x.pt")).save({"x": 1})
+
+
+def test_table_rows_round_trip_unscaled(tmp_path: Path):
+    rows = Split(torch.tensor([[650.5, 0.1], [-3.0, 1e4]]), torch.tensor([1, 0]), 2)
+    ds = SplitDataset(str(tmp_path / "train.pt"))
+    ds.save(rows)
+    back = ds.load()
+    assert back.x.tolist() == rows.x.tolist() and back.input_shape == (2,)

@@ -172,6 +172,14 @@ def test_old_results_are_pruned(tmp_path):
         ({"s": {"expectations": []}}, "gx_suites.s.expectations: expected a non-empty list"),
         ({"s": {"expectations": [{"kind": "x"}]}}, "expectations[0]: expected {type"),
         ({"s": {"expectation": [{"type": "x"}]}}, "unknown keys ['expectation']"),
+        (
+            {"s": {"variants": {"text": "s"}, "expectations": [{"type": "x"}]}},
+            "gx_suites.s.variants={'text': 's'}: expected a mapping {modality: suite}",
+        ),
+        (
+            {"s": {"variants": {"table": "t"}, "expectations": [{"type": "x"}]}},
+            "gx_suites.s.variants.table='t': expected a declared suite",
+        ),
     ],
 )
 def test_malformed_suites_are_refused_naming_the_key(tmp_path, suites, text):
@@ -199,3 +207,47 @@ def test_an_unknown_expectation_or_parameter_is_named(tmp_path):
         SuiteConfigError, match=r"suite 'other' is not declared in gx_suites.yml; declared: \['s'\]"
     ):
         bad_type.check("other", frame, "s")
+
+
+# --- tables: the raw_data suite hands (N, F) rows to raw_data_table -------------------------------
+
+
+def _breast_cancer(**changes: float) -> RawData:
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    x = torch.tensor(bunch.data, dtype=torch.float32)
+    for cell, value in changes.items():
+        row, column = (int(i) for i in cell.split("_")[1:])
+        x[row, column] = value
+    return RawData("bc", Split(x, torch.tensor(bunch.target), 2), feature_names=tuple(bunch.feature_names))
+
+
+def test_a_table_outside_the_unit_range_passes_raw_data_with_the_table_checks(tmp_path):
+    raw = _breast_cancer()
+    assert float(raw.data.x.max()) > 4000 and float(raw.data.x.min()) == 0.0  # worst area: 4254
+    validation = _validation(tmp_path)
+    result, frame = validation.check("raw_data", raw, "raw_data")
+    assert result.success and result.suite == "raw_data_table"
+    assert result.evaluated == len(SUITES["raw_data_table"]["expectations"])
+    assert len(frame) == 30 and frame["column"].iloc[3] == "data.mean area"
+    assert validation.resolve("raw_data", digits()).name == "raw_data"  # images keep the pixel checks
+
+
+def test_a_table_with_inf_fails_naming_the_column(tmp_path):
+    with pytest.raises(GateFailure) as err:
+        _validation(tmp_path).check("raw_data", _breast_cancer(x_7_3=float("inf")), "raw_data")
+    text = str(err.value)
+    assert "raw_data (raw_data_table: table data): 1 of 7 expectations failed" in text, text
+    assert "inf_count: expect_column_values_to_be_between(max_value=0" in text and "at data.mean area" in text
+    failure = err.value.result.failures[0]
+    assert failure.labels == ["data.mean area"] and failure.examples == [1]
+
+
+def test_a_table_with_a_rare_class_fails_the_balance_check(tmp_path):
+    raw = _breast_cancer()
+    keep = (raw.data.y == 1) | (torch.arange(len(raw.data)) % 5 == 0)  # 212 malignant down to about 42
+    rare = RawData("bc", Split(raw.data.x[keep], raw.data.y[keep], 2), feature_names=raw.feature_names)
+    with pytest.raises(GateFailure) as err:
+        _validation(tmp_path).check("raw_data", rare, "raw_data")
+    assert "class_balance_min: expect_column_values_to_be_between(min_value=0.25)" in str(err.value)

@@ -1,7 +1,9 @@
 """In-memory data sets as tensors, their checks and the train/val/test split.
 
-Small image data sets (digits, MNIST) fit in memory; slicing preloaded tensors is many times faster
-than a per-sample ``Dataset.__getitem__`` loop, so everything here is a pair of tensors.
+Small data sets (digits, MNIST, tables) fit in memory; slicing preloaded tensors is many times
+faster than a per-sample ``Dataset.__getitem__`` loop, so everything here is a pair of tensors:
+images (N, C, H, W) or table rows (N, F). :func:`modality` tells them apart; the code specific to
+tables lives in :mod:`shrinkflow.core.tables`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from shrinkflow.core.config import ConfigError
+
 __all__ = [
     "DataError",
     "RawData",
     "Split",
     "calibration_batches",
     "check_split",
+    "modality",
     "split_data",
     "with_channels",
 ]
@@ -30,7 +35,8 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    """Images ``x`` (N, C, H, W) float32 in [0, 1] and labels ``y`` (N,) int64."""
+    """Inputs ``x``: images (N, C, H, W) float32 in [0, 1] or table rows (N, F) float32; labels
+    ``y`` (N,) int64."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -40,9 +46,9 @@ class Split:
         return int(self.y.shape[0])
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x.shape[1:]
-        return int(c), int(h), int(w)
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape: (C, H, W) for images, (F,) for tables."""
+        return tuple(int(d) for d in self.x.shape[1:])
 
     def subset(self, n: int) -> Split:
         """The first ``n`` samples (calibration, quick checks)."""
@@ -56,24 +62,45 @@ class RawData:
     name: str
     data: Split
     test: Split | None = None
+    #: column names of a table's features (messages and validation name them); None: ``x[:, i]``
+    feature_names: tuple[str, ...] | None = None
+
+
+#: ``x.ndim`` of each modality's inputs
+_MODALITIES = {4: "image", 2: "table"}
+
+
+def modality(split: Split) -> str:
+    """``image`` for (N, C, H, W) inputs, ``table`` for (N, F); DataError otherwise."""
+    kind = _MODALITIES.get(split.x.ndim)
+    if kind is None:
+        raise DataError(
+            f"inputs have shape {tuple(split.x.shape)}; expected (N, C, H, W) images or (N, F) table rows"
+        )
+    return kind
 
 
 def check_split(split: Split, name: str) -> Split:
-    """Raise DataError naming the problem if ``split`` is not a usable image classification set."""
+    """Raise DataError naming the problem if ``split`` is not a usable classification set of
+    images (N, C, H, W) or table rows (N, F)."""
     x, y = split.x, split.y
-    if x.ndim != 4:
-        raise DataError(f"{name}: images have shape {tuple(x.shape)}; expected (N, C, H, W)")
+    if x.ndim not in _MODALITIES:
+        raise DataError(
+            f"{name}: inputs have shape {tuple(x.shape)}; expected (N, C, H, W) images or (N, F) table rows"
+        )
+    what = "images" if x.ndim == 4 else "rows"
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise DataError(
-            f"{name}: labels have shape {tuple(y.shape)} for {x.shape[0]} images; expected ({x.shape[0]},)"
+            f"{name}: labels have shape {tuple(y.shape)} for {x.shape[0]} {what}; expected ({x.shape[0]},)"
         )
     if x.shape[0] == 0:
         raise DataError(f"{name}: no samples; expected at least one")
+    what = "images" if x.ndim == 4 else "features"
     if not torch.is_floating_point(x):
-        raise DataError(f"{name}: images have dtype {x.dtype}; expected a floating dtype")
+        raise DataError(f"{name}: {what} have dtype {x.dtype}; expected a floating dtype")
     n_nan = int(torch.isnan(x).sum())
     if n_nan or not torch.isfinite(x).all():
-        raise DataError(f"{name}: images contain {n_nan} NaN and non-finite values; expected none")
+        raise DataError(f"{name}: {what} contain {n_nan} NaN and non-finite values; expected none")
     if y.dtype != torch.int64:
         raise DataError(f"{name}: labels have dtype {y.dtype}; expected torch.int64")
     lo, hi = int(y.min()), int(y.max())
@@ -102,7 +129,7 @@ def split_data(
         test = check_split(raw.test, f"{raw.name} test")
         if test.input_shape != pool.input_shape:
             raise DataError(
-                f"{raw.name}: test images are {test.input_shape}, training images {pool.input_shape}; "
+                f"{raw.name}: test samples are {test.input_shape}, training samples {pool.input_shape}; "
                 "expected the same shape"
             )
         train_idx, val_idx = _stratified(y, val_fraction, seed)
@@ -120,9 +147,17 @@ def split_data(
 def with_channels(split: Split, channels: int | None) -> Split:
     """Images with ``channels`` channels: a 1-channel image repeated (grayscale into a model whose
     stem takes RGB, e.g. torchvision's ResNets), several averaged into 1; None leaves them as
-    they are. Raises DataError for other conversions."""
+    they are. Raises DataError for other conversions, ConfigError for table rows (no channels)."""
+    if channels is None:
+        return split
+    if modality(split) == "table":
+        raise ConfigError(
+            "data.channels",
+            channels,
+            f"null for table rows of shape (N, {split.input_shape[0]}): channels apply to images only",
+        )
     c = int(split.x.shape[1])
-    if channels is None or channels == c:
+    if channels == c:
         return split
     if c == 1:
         x = split.x.expand(-1, channels, *split.x.shape[2:]).contiguous()

@@ -1,5 +1,6 @@
 """Built-in data-set plugins: scikit-learn's digits (embedded), MNIST from IDX files, a user's own
-arrays in an ``.npz`` file, and a folder of image files with one sub-folder per class.
+arrays in an ``.npz`` file (images or table rows), and a folder of image files with one sub-folder
+per class. Tables in CSV / Parquet files: :func:`shrinkflow.core.tables.table`.
 
 Each returns :class:`RawData` or raises :class:`DataError` naming the file and what was expected;
 none of them unpickles anything.
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from shrinkflow.core.data import DataError, RawData, Split
+from shrinkflow.core.tables import feature_array
 
 __all__ = ["digits", "image_folder", "mnist", "npz", "read_idx"]
 
@@ -91,12 +93,31 @@ def _images(x: np.ndarray, where: str) -> torch.Tensor:
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
-        raise DataError(f"{where}: images have shape {x.shape}; expected (N, H, W) or (N, C, H, W)")
+        raise DataError(
+            f"{where}: images have shape {x.shape}; expected (N, H, W) or (N, C, H, W) images, or (N, F) table rows"
+        )
     if np.issubdtype(x.dtype, np.integer):
         return torch.from_numpy(x.astype(np.float32) / 255.0)
     if np.issubdtype(x.dtype, np.floating):
         return torch.from_numpy(x.astype(np.float32))
     raise DataError(f"{where}: images have dtype {x.dtype}; expected integers (0..255) or floats (0..1)")
+
+
+def _inputs(x: np.ndarray, where: str) -> torch.Tensor:
+    """(N, F) -> table rows as they are; anything else is read as images."""
+    return feature_array(x, where) if x.ndim == 2 else _images(x, where)
+
+
+def _feature_names(arrays: dict[str, np.ndarray], n_features: int, file: Path) -> tuple[str, ...] | None:
+    names = arrays.get("feature_names")
+    if names is None:
+        return None
+    if names.dtype.kind not in "US" or names.shape != (n_features,):
+        raise DataError(
+            f"npz file {str(file)!r}: feature_names has shape {names.shape} and dtype {names.dtype}; "
+            f"expected {n_features} strings, one per column of x"
+        )
+    return tuple(str(n) for n in names)
 
 
 def _labels(y: np.ndarray, n: int, where: str) -> torch.Tensor:
@@ -108,9 +129,10 @@ def _labels(y: np.ndarray, n: int, where: str) -> torch.Tensor:
 
 
 def npz(path: str, num_classes: int | None = None) -> RawData:
-    """Arrays in a NumPy ``.npz`` file: ``x`` (N, H, W) or (N, C, H, W), integers 0..255 or floats
-    0..1, and ``y`` (N,) class indices; optionally ``x_test``/``y_test`` (a fixed test set) and
-    ``num_classes``. Without ``num_classes`` (option or key) it is the largest label + 1.
+    """Arrays in a NumPy ``.npz`` file: ``x`` images (N, H, W) or (N, C, H, W), integers 0..255 or
+    floats 0..1, or table rows (N, F) of numbers, kept as they are; ``y`` (N,) class indices;
+    optionally ``x_test``/``y_test`` (a fixed test set), ``num_classes`` and, for tables,
+    ``feature_names`` (F strings). Without ``num_classes`` (option or key) it is the largest label + 1.
     Read with ``allow_pickle=False``: an object array is refused, not unpickled."""
     file = Path(path)
     if not file.is_file():
@@ -125,13 +147,13 @@ def npz(path: str, num_classes: int | None = None) -> RawData:
         raise DataError(
             f"npz file {str(file)!r} holds {sorted(arrays)}; expected keys 'x' and 'y' (missing {sorted(missing)})"
         )
-    x = _images(arrays["x"], f"npz {str(file)!r} x")
+    x = _inputs(arrays["x"], f"npz {str(file)!r} x")
     y = _labels(arrays["y"], x.shape[0], f"npz {str(file)!r} y")
     test = None
     if "x_test" in arrays or "y_test" in arrays:
         if not {"x_test", "y_test"} <= set(arrays):
             raise DataError(f"npz file {str(file)!r}: a fixed test set needs both 'x_test' and 'y_test'")
-        xt = _images(arrays["x_test"], f"npz {str(file)!r} x_test")
+        xt = _inputs(arrays["x_test"], f"npz {str(file)!r} x_test")
         test_labels = _labels(arrays["y_test"], xt.shape[0], f"npz {str(file)!r} y_test")
     if num_classes is None and "num_classes" in arrays:
         num_classes = int(arrays["num_classes"])
@@ -142,7 +164,8 @@ def npz(path: str, num_classes: int | None = None) -> RawData:
         raise DataError(f"npz file {str(file)!r}: num_classes={num_classes!r}; expected an integer >= 1")
     if "x_test" in arrays:
         test = Split(xt, test_labels, num_classes)
-    return RawData(file.stem, Split(x, y, num_classes), test)
+    names = _feature_names(arrays, int(x.shape[1]), file) if x.ndim == 2 else None
+    return RawData(file.stem, Split(x, y, num_classes), test, feature_names=names)
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

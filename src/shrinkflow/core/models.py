@@ -1,6 +1,6 @@
 """The built-in model zoo and the spec that rebuilds any model (built-in or the user's own).
 
-Every factory takes ``input_shape`` (C, H, W) and ``num_classes`` from the data, plus its own
+Every factory takes ``input_shape`` ((C, H, W) for images, (F,) for tables) and ``num_classes`` from the data, plus its own
 keyword arguments from configuration. A :class:`ModelSpec` names the factory (a registered name or
 an import path ``package.module:Class``) and holds those arguments, so an artifact can rebuild the
 architecture in a fresh process without unpickling code.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ __all__ = [
 
 
 class MLP(nn.Sequential):
-    """Fully connected ReLU network on flattened images."""
+    """Fully connected ReLU network on flattened images, or on table rows (``input_shape`` (F,))."""
 
     def __init__(
         self,
@@ -170,12 +170,17 @@ class ModelSpec(Config):
 
     name: str = "mlp"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: a :class:`~shrinkflow.core.tables.Standardize` module in front of the model (its per-feature
+    #: mean and std are buffers, fitted on the training split when the model is built)
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("name", self.name, "a registered model name or 'package.module:Class'")
         if not isinstance(self.kwargs, dict):
             raise ConfigError("kwargs", self.kwargs, "a mapping of keyword arguments")
+        if not isinstance(self.standardize, bool):
+            raise ConfigError("standardize", self.standardize, "true or false")
         try:
             factory = self.factory()  # unknown names and wrong import paths fail here, before any node
         except plugins.PluginError as exc:
@@ -194,6 +199,14 @@ class ModelSpec(Config):
                 "kwargs", self.kwargs, f"arguments {self.name} accepts: {sorted(named)} (not {unknown})"
             )
 
+    def to_dict(self) -> dict[str, Any]:
+        """Without ``standardize`` when it is off: specs (and artifacts) of models that take
+        their inputs as they come stay as they were before the key existed."""
+        out = super().to_dict()
+        if not self.standardize:
+            out.pop("standardize")
+        return out
+
     def factory(self) -> Any:
         if ":" in self.name:
             return plugins.load_object(self.name)
@@ -206,11 +219,14 @@ class ModelChoice(Config):
     as ``options`` are per method, so ``--params train_teacher.model.name=other`` never hands
     ``other`` the arguments written for the previous model. ``pretrained``: a local state-dict
     file loaded into the freshly built model before training (layers whose shapes differ, such as
-    a classifier for another class count, keep their initialisation and are logged)."""
+    a classifier for another class count, keep their initialisation and are logged).
+    ``standardize``: ``auto`` (table rows yes, images no), ``true`` or ``false``: a per-feature
+    standardization fitted on the training split, stored in the model (see ``core.tables``)."""
 
     name: str = "mlp"
     kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pretrained: str | None = None
+    standardize: str | bool = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.kwargs, dict):
@@ -224,6 +240,8 @@ class ModelChoice(Config):
                 )
         if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained):
             raise ConfigError("pretrained", self.pretrained, "null or the path of a state-dict file")
+        if self.standardize not in ("auto", True, False):
+            raise ConfigError("standardize", self.standardize, "auto (table rows only), true or false")
         try:
             self.spec = ModelSpec(self.name, dict(self.kwargs.get(self.name) or {}))
         except ConfigError as exc:
@@ -232,7 +250,12 @@ class ModelChoice(Config):
 
     @classmethod
     def of(cls, spec: ModelSpec) -> ModelChoice:
-        return cls(spec.name, {spec.name: dict(spec.kwargs)})
+        return cls(spec.name, {spec.name: dict(spec.kwargs)}, standardize=spec.standardize)
+
+    def spec_for(self, input_shape: Sequence[int]) -> ModelSpec:
+        """The spec to build for inputs of ``input_shape``: ``auto`` standardizes table rows (F,)."""
+        on = len(input_shape) == 1 if self.standardize == "auto" else bool(self.standardize)
+        return replace(self.spec, standardize=on)
 
 
 def _accepted(factory: Any) -> tuple[set[str], bool]:
@@ -285,6 +308,10 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -
         raise ConfigError(
             "model.name", spec.name, f"a factory returning torch.nn.Module, got {type(model).__name__}"
         )
+    if spec.standardize:
+        from shrinkflow.core.tables import Standardized
+
+        return Standardized(model, input_shape)
     return model
 
 

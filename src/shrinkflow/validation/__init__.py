@@ -12,7 +12,9 @@
   when the Kedro context is created, and renders the Data Docs when the run ends.
 
 Kedro validators see only the data, not the configuration, hence the small :class:`Validation`
-object the hook configures; everything else (suites, thresholds) stays in configuration.
+object the hook configures; everything else (suites, thresholds) stays in configuration. A suite
+with ``variants: {table: raw_data_table}`` hands data of that modality (table rows rather than
+images) to the named suite, so the catalog binds one suite name whatever the data set holds.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from shrinkflow.validation.frames import FRAMES
+from shrinkflow.validation.frames import FRAMES, data_modality
 from shrinkflow.validation.suites import Suite, SuiteConfigError, SuiteResult, SuiteStore, parse_suites
 
 __all__ = [
@@ -71,9 +73,18 @@ class Validation:
             )
         return self.suites[name]
 
+    def resolve(self, name: str, data: Any) -> Suite:
+        """Suite ``name``, or its variant for ``data``'s modality (``variants: {table: ...}``)."""
+        suite = self.suite(name)
+        kind = data_modality(data)
+        return self.suite(suite.variants[kind]) if kind in suite.variants else suite
+
     def check(self, suite_name: str, data: Any, subject: str) -> tuple[SuiteResult, pd.DataFrame]:
-        """Run the suite on ``data``'s frame; raise GateFailure if it failed and must stop the run."""
-        suite = self.suite(suite_name)
+        """Run the suite (or its variant for the data's modality) on ``data``'s frame; raise
+        GateFailure if it failed and must stop the run."""
+        suite = self.resolve(suite_name, data)
+        if suite.name != suite_name:
+            subject = f"{subject} ({suite.name}: {data_modality(data)} data)"
         frame = FRAMES[suite.frame](data)
         result = self.store.run(suite, frame, self.params)
         self.results.append(result)
@@ -161,6 +172,6 @@ class SuiteValidator:
             result, frame = validation.check(self.suite, data, subject)
         except GateFailure as exc:
             raise _kedro_error(exc) from exc
-        if validation.suite(self.suite).frame == "table":
+        if validation.resolve(self.suite, data).frame == "table":
             return _annotate(frame, result)
         return data  # Kedro passes on what a validator returns

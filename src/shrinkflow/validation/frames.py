@@ -2,10 +2,11 @@
 
 GX validates tables, not image tensors, so each validated object is first turned into a frame:
 
-- raw data: one row per sample (its label, pixel statistics over finite values, NaN and infinite
+- raw data (images): one row per sample (its label, pixel statistics over finite values, NaN and infinite
   counts, shape, and whole-set facts repeated on every row: the declared and the present number
   of classes, its class's share over an even share), so whole-set checks (row count, label set,
   class balance, one shape) and per-sample checks (value range, no NaN) are ordinary column checks;
+- raw data (tables): one row per feature column (``validation.tables.column_stats``);
 - the split: one row per split (size, its share of the pool against the configured share, samples
   whose content also occurs in another split);
 - the evaluation: one row per stage (accuracy, drop versus the teacher, size and sparsity), the
@@ -21,9 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinkflow.core.data import RawData, Split
+from shrinkflow.core.data import DataError, RawData, Split, modality
+from shrinkflow.validation.tables import column_stats
 
-__all__ = ["FRAMES", "quality_table", "sample_stats", "split_summary"]
+__all__ = ["FRAMES", "data_modality", "quality_table", "sample_stats", "split_summary"]
 
 
 def _part_stats(split: Split, part: str) -> pd.DataFrame:
@@ -147,5 +149,15 @@ def quality_table(metrics: Mapping[str, Mapping[str, Any]], final: str) -> pd.Da
     )
 
 
+def data_modality(data: Any) -> str | None:
+    """``image`` or ``table`` for raw data (what picks a suite's ``variants``); None otherwise."""
+    if not isinstance(data, RawData):
+        return None
+    try:
+        return modality(data.data)
+    except DataError:
+        return None
+
+
 #: How a validated dataset becomes a frame, by the suite's ``frame`` key.
-FRAMES = {"sample_stats": sample_stats, "table": lambda frame: frame}
+FRAMES = {"sample_stats": sample_stats, "column_stats": column_stats, "table": lambda frame: frame}

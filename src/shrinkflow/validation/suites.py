@@ -31,6 +31,9 @@ __all__ = ["Failure", "Suite", "SuiteConfigError", "SuiteResult", "SuiteStore", 
 log = logging.getLogger(__name__)
 
 ON_FAILURE = ("fail", "warn")
+#: data modalities a suite's ``variants`` may name (see ``frames.data_modality``)
+MODALITIES = ("image", "table")
+_KEYS = ("frame", "on_failure", "expectations", "row_label", "description", "variants")
 PARAMETER = "$PARAMETER"
 #: stored validation results kept per suite (older ones are deleted, so Data Docs stay quick to build)
 KEEP_RESULTS = 10
@@ -48,6 +51,8 @@ class Suite:
     expectations: tuple[dict[str, Any], ...]
     #: column naming each row in messages (``stage``, ``split``), if any
     row_label: str | None = None
+    #: {modality: suite}: data of that modality is checked by the named suite instead
+    variants: dict[str, str] = field(default_factory=dict)
 
 
 def parse_suites(config: Mapping[str, Any]) -> dict[str, Suite]:
@@ -58,11 +63,10 @@ def parse_suites(config: Mapping[str, Any]) -> dict[str, Suite]:
             raise SuiteConfigError(
                 f"gx_suites.{name}: expected a mapping with frame, on_failure, expectations"
             )
-        unknown = set(block) - {"frame", "on_failure", "expectations", "row_label", "description"}
+        unknown = set(block) - set(_KEYS)
         if unknown:
             raise SuiteConfigError(
-                f"gx_suites.{name}: unknown keys {sorted(unknown)}; expected frame, on_failure, "
-                "expectations, row_label, description"
+                f"gx_suites.{name}: unknown keys {sorted(unknown)}; expected {', '.join(_KEYS)}"
             )
         frame = block.get("frame", "table")
         if frame not in FRAMES:
@@ -84,7 +88,22 @@ def parse_suites(config: Mapping[str, Any]) -> dict[str, Suite]:
                 raise SuiteConfigError(
                     f"gx_suites.{name}.expectations[{i}]: unknown keys {sorted(set(item) - {'type', 'kwargs', 'meta', 'notes'})}"
                 )
-        suites[name] = Suite(name, frame, on_failure, tuple(dict(i) for i in items), block.get("row_label"))
+        variants = block.get("variants") or {}
+        if not isinstance(variants, Mapping) or not set(variants) <= set(MODALITIES):
+            raise SuiteConfigError(
+                f"gx_suites.{name}.variants={variants!r}: expected a mapping {{modality: suite}} with "
+                f"modalities from {list(MODALITIES)}"
+            )
+        suites[name] = Suite(
+            name, frame, on_failure, tuple(dict(i) for i in items), block.get("row_label"), dict(variants)
+        )
+    for suite in suites.values():
+        for kind, other in suite.variants.items():
+            if other not in suites or suites[other].variants:
+                raise SuiteConfigError(
+                    f"gx_suites.{suite.name}.variants.{kind}={other!r}: expected a declared suite without "
+                    f"variants of its own; declared: {sorted(suites)}"
+                )
     return suites
 
 
