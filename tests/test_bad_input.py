@@ -253,6 +253,23 @@ def _case(project: Path, tmp: Path, case: str) -> tuple[list[str], list[str]]:
             "train_teacher.model: model torch.nn:Identity={} is invalid",
             "logits of shape (N, 10) for the data's 10 classes, got (1, 8, 8) per sample",
         ]
+    if case == "a model static int8 cannot capture":
+        # a user module on the project's source path whose forward branches on the data's values
+        (project / "src" / "user_nets.py").write_text(
+            "import torch\nfrom torch import nn\n\n\n"
+            "class ValueBranchNet(nn.Module):\n"
+            "    def __init__(self, num_classes: int = 10) -> None:\n"
+            "        super().__init__()\n"
+            "        self.fc = nn.Linear(64, num_classes)\n\n"
+            "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+            "        x = x.flatten(1)\n"
+            "        return self.fc(x) if x.mean() > 0.5 else self.fc(2 * x)\n"
+        )
+        return ["--params", "train_teacher.model.name=user_nets:ValueBranchNet,quantize.method=static_int8"], [
+            "quantize.method=static_int8 on train_teacher.model: model='ValueBranchNet' is invalid",
+            "a model torch.export can capture for static_int8",
+            "use dynamic_int8, weight_sharing or half",
+        ]
     raise AssertionError(case)
 
 
@@ -274,6 +291,7 @@ CASES = [
     "wrong model import path",
     "model kwargs it does not take",
     "model that does not fit the data",
+    "a model static int8 cannot capture",
 ]
 
 
