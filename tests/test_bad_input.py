@@ -265,7 +265,10 @@ def _case(project: Path, tmp: Path, case: str) -> tuple[list[str], list[str]]:
             "        x = x.flatten(1)\n"
             "        return self.fc(x) if x.mean() > 0.5 else self.fc(2 * x)\n"
         )
-        return ["--params", "train_teacher.model.name=user_nets:ValueBranchNet,quantize.method=static_int8"], [
+        return [
+            "--params",
+            "train_teacher.model.name=user_nets:ValueBranchNet,quantize.method=static_int8",
+        ], [
             "quantize.method=static_int8 on train_teacher.model: model='ValueBranchNet' is invalid",
             "a model torch.export can capture for static_int8",
             "use dynamic_int8, weight_sharing or half",

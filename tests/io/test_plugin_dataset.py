@@ -31,4 +31,3 @@ def test_npz_table_rows_load_through_the_catalog_dataset(tmp_path: Path):
     np.savez(tmp_path / "rows.npz", x=x, y=np.array([0, 1, 0, 1]))
     raw = PluginDataset("npz", {"path": str(tmp_path / "rows.npz")}).load()
     assert raw.data.input_shape == (3,) and raw.data.x.tolist() == x.tolist()
-

@@ -121,10 +121,17 @@ def test_restore_refuses_qparams_of_another_graph():
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_weights_are_symmetric_int8_per_channel_or_per_tensor(trained_mlp, make_ctx, per_channel):
     out = plugin.apply(trained_mlp, StaticInt8Config(per_channel=per_channel), make_ctx())
-    ops = {str(n.target) for n in out.graph.nodes if n.op == "call_function"}
-    assert ("quantized_decomposed.dequantize_per_channel.default" in ops) is per_channel
+    layers = [n for n in out.graph.nodes if str(n.target) == "aten.linear.default"]
+    weight_ops = {str(n.args[1].target).split(".")[1] for n in layers}
+    assert weight_ops == {"dequantize_per_channel" if per_channel else "dequantize_per_tensor"}
+    # biases are int32 at input scale x weight scale, one per output unit, as int8 runtimes add them
+    biases = [n.args[2] for n in layers]
+    assert all(
+        str(b.target).endswith("dequantize_per_channel.default") and b.args[-1] == torch.int32 for b in biases
+    )
     int8 = [t for t in out.state_dict().values() if t.dtype == torch.int8]
     assert [tuple(t.shape) for t in int8] == [(64, 64), (10, 64)]
+    assert [tuple(t.shape) for t in out.state_dict().values() if t.dtype == torch.int32] == [(64,), (10,)]
     zero_points = [t for k, t in out.state_dict().items() if k.startswith("_zero_point")]
     assert all(int(z.abs().sum()) == 0 for z in zero_points)  # symmetric
 

@@ -104,7 +104,7 @@ def _prepare(model: nn.Module, cfg: QATConfig, input_shape: Any) -> nn.Module:
         with quiet():
             return prepare_qat_fx(model.train(), qat_qconfig_mapping(cfg), example_inputs(input_shape))
     except Exception as exc:  # torch.fx raises TraceError, TypeError, ... on untraceable code
-        raise trace_error(exc) from exc
+        raise trace_error(exc, model, "qat") from exc
 
 
 def _freeze(prepared: nn.Module, cfg: QATConfig) -> None:

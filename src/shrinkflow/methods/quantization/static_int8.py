@@ -132,12 +132,12 @@ def example_inputs(input_shape: list[int] | tuple[int, ...]) -> tuple[torch.Tens
     return (torch.zeros(1, *input_shape),)
 
 
-def trace_error(exc: Exception) -> ConfigError:
+def trace_error(exc: Exception, model: nn.Module, method: str = "static_int8") -> ConfigError:
     return ConfigError(
         "model",
-        type(exc).__name__,
-        f"a model torch.fx can trace for static quantization ({str(exc)[:200]}); "
-        "use dynamic_int8 for models with data-dependent control flow",
+        type(model).__name__,
+        f"a model torch.fx can trace for {method} with backend fx ({type(exc).__name__}: {str(exc)[:200]}); "
+        "use backend: pt2e (torch.export follows shape-dependent code), or dynamic_int8",
     )
 
 
@@ -200,7 +200,7 @@ def check(model: nn.Module, cfg: StaticInt8Config, input_shape: Any) -> None:
         with quiet():
             prepare_fx(model.eval(), qconfig_mapping(cfg), example_inputs(input_shape))
     except Exception as exc:  # torch.fx raises TraceError, TypeError, ... on untraceable code
-        raise trace_error(exc) from exc
+        raise trace_error(exc, model) from exc
 
 
 def static_int8(model: nn.Module, cfg: StaticInt8Config, ctx: Context) -> nn.Module:
@@ -217,7 +217,7 @@ def static_int8(model: nn.Module, cfg: StaticInt8Config, ctx: Context) -> nn.Mod
         with quiet():
             prepared = prepare_fx(model.eval(), qconfig_mapping(cfg), inputs)
     except Exception as exc:  # torch.fx raises TraceError, TypeError, ... on untraceable code
-        raise trace_error(exc) from exc
+        raise trace_error(exc, model) from exc
     with torch.inference_mode(), quiet():
         for batch in calibration_batches(ctx.train, cfg.calibration_batches, cfg.batch_size):
             prepared(batch)
