@@ -221,7 +221,8 @@ _DQ_CHANNEL = "quantized_decomposed.dequantize_per_channel.default"
 
 def _int32_biases(graph: fx.GraphModule) -> fx.GraphModule:
     """Every float bias of an int8 Linear/Conv becomes int32 with scale = input scale x weight
-    scale (per output channel) and zero point 0, dequantized in the graph.
+    scale (per output channel for per-channel weights, else one number) and zero point 0,
+    dequantized in the graph.
 
     Written by hand because torchao's x86 config leaves biases float (and its QAT flow folds
     BatchNorm into a float bias at conversion). int8 runtimes add the bias in the int32
@@ -242,27 +243,46 @@ def _int32_biases(graph: fx.GraphModule) -> fx.GraphModule:
             continue
         if not isinstance(weight, fx.Node) or str(weight.target) not in (_DQ_TENSOR, _DQ_CHANNEL):
             continue
-        w_scale = weight.args[1]
-        w_scale = (
-            _attr_value(graph, w_scale) if isinstance(w_scale, fx.Node) else torch.tensor(float(w_scale))
-        )
         float_bias = _attr_value(graph, bias)
-        scale = (float(x.args[1]) * w_scale.double()).float().expand(float_bias.shape[0]).clone()
-        q = torch.round(float_bias.double() / scale.double()).clamp(-(2**31), 2**31 - 1).to(torch.int32)
-        names = (f"_int32_bias_{count}", f"_int32_bias_scale_{count}", f"_int32_bias_zero_point_{count}")
-        for name, value in zip(names, (q, scale, torch.zeros_like(q, dtype=torch.int64)), strict=True):
-            graph.register_buffer(name, value)
-        with graph.graph.inserting_before(node):
-            attrs = [graph.graph.get_attr(name) for name in names]
-            dq = graph.graph.call_function(
-                torch.ops.quantized_decomposed.dequantize_per_channel.default,
-                (*attrs, 0, -(2**31), 2**31 - 1, torch.int32),
+        name = f"_int32_bias_{count}"
+        if str(weight.target) == _DQ_TENSOR:  # one weight scale: the bias scale is a number too
+            scale = float(x.args[1]) * float(weight.args[1])
+            graph.register_buffer(name, _to_int32(float_bias, torch.tensor(scale, dtype=torch.float64)))
+            with graph.graph.inserting_before(node):
+                args: tuple[Any, ...] = (
+                    graph.graph.get_attr(name),
+                    scale,
+                    0,
+                    -(2**31),
+                    2**31 - 1,
+                    torch.int32,
+                )
+                dq = graph.graph.call_function(
+                    torch.ops.quantized_decomposed.dequantize_per_tensor.default, args
+                )
+        else:
+            scales = (float(x.args[1]) * _attr_value(graph, weight.args[1]).double()).float()
+            graph.register_buffer(name, _to_int32(float_bias, scales.double()))
+            graph.register_buffer(f"{name}_scale", scales)
+            # always zero, rebuilt with the graph: kept out of the state_dict (8 bytes per channel)
+            graph.register_buffer(
+                f"{name}_zero_point", torch.zeros_like(scales, dtype=torch.int64), persistent=False
             )
+            with graph.graph.inserting_before(node):
+                attrs = [graph.graph.get_attr(n) for n in (name, f"{name}_scale", f"{name}_zero_point")]
+                args = (*attrs, 0, -(2**31), 2**31 - 1, torch.int32)
+                dq = graph.graph.call_function(
+                    torch.ops.quantized_decomposed.dequantize_per_channel.default, args
+                )
         node.replace_input_with(bias, dq)
         count += 1
     graph.graph.eliminate_dead_code()
     graph.recompile()
     return graph
+
+
+def _to_int32(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return torch.round(bias.double() / scale).clamp(-(2**31), 2**31 - 1).to(torch.int32)
 
 
 def _attr_value(graph: fx.GraphModule, node: fx.Node) -> torch.Tensor:
