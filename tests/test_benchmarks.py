@@ -1,12 +1,15 @@
-"""The peers benchmark runs end to end on MNIST and writes its table (a short run: one model)."""
+"""The benchmarks run end to end and write their tables: peers on MNIST (a short run: one model),
+cnn in its quick mode on small MNIST-format IDX files made here."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +50,74 @@ def test_peers_benchmark_writes_a_table_with_every_variant(tmp_path: Path):
     # LeNet-300-100's int8 path is static_int8 exported with its own qparams: the same arithmetic
     assert (ours["method"], ours["qparams"]) == ("static_int8", "torch") and ours["agreement"] >= 0.999
     assert "| shrinkflow int8 (ONNX QDQ) | ONNX Runtime |" in (tmp_path / "peers.md").read_text()
+
+
+def _mnist_like(folder: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """The four gzipped IDX files of MNIST with 28x28 noise images, a class-dependent bright square."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):
+            row, col = divmod(int(label), 5)
+            images[i, 4 + 10 * row : 10 + 10 * row, 2 + 5 * col : 6 + 5 * col] = 255
+        for stem, array in ((f"{prefix}-images-idx3-ubyte", images), (f"{prefix}-labels-idx1-ubyte", labels)):
+            header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    return folder
+
+
+def test_cnn_benchmark_quick_mode_writes_every_row(tmp_path: Path):
+    mnist, out = _mnist_like(tmp_path / "mnist"), tmp_path / "out"
+    command = [sys.executable, str(ROOT / "benchmarks/cnn.py"), "--quick", "--models", "resnet20"]
+    result = subprocess.run(
+        [*command, "--mnist", str(mnist), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads((out / "cnn.json").read_text())
+    header = document["header"]
+    assert {"date", "cpu", "python", "torch", "torchao", "onnxruntime", "torch_pruning", "shrinkflow"} <= set(
+        header
+    )
+    assert header["quick"] is True and header["seconds"] > 0 and "--quick" in header["command"]
+    assert (header["train_images"], header["val_images"], header["test_images"]) == (480, 120, 200)
+    (model,) = document["results"]
+    assert model["key"] == "resnet20" and model["recipe"]["channel_ratio"] == 0.4
+    for phase in ("teacher", "prune + fine-tune", "soft KD", "static int8"):
+        assert 0.0 <= model["phases"][phase]["val_accuracy"] <= 1.0, phase
+    rows = {r["variant"]: r for r in model["tables"]["1"]}
+    teacher, pruned, int8 = (
+        rows["fp32 eager (teacher)"],
+        rows["pruned fp32 eager"],
+        rows["pruned int8 PT2E eager"],
+    )
+    ort = {k: rows[f"ORT {k}"] for k in ("fp32 (teacher)", "fp32 (pruned)", "int8 (pruned, our export)")}
+    assert len(rows) == 6
+    assert teacher["macs"] > 30e6 and teacher["macs_ratio"] == 1.0  # ResNet-20 on 28x28: 31M MACs
+    assert teacher["latency_b1_speedup"] == teacher["throughput_b256_speedup"] == 1.0
+    for row in (pruned, int8, ort["fp32 (pruned)"], ort["int8 (pruned, our export)"]):
+        # channel pruning at ratio 0.4 removes channels for real: 2.94x fewer MACs on every pruned row
+        assert row["macs"] == pruned["macs"] and row["macs_ratio"] > 2.5, row["variant"]
+        assert row["params"] < teacher["params"] / 2.5, row["variant"]
+    for row in rows.values():
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["latency_b1_ms"] > 0 and row["throughput_b256_sps"] > 0
+        if row["runtime"] == "PyTorch":
+            assert row["agreement"] is None, row["variant"]
+        else:
+            assert 0.0 <= row["agreement"] <= 1.0, row["variant"]
+    assert ort["fp32 (teacher)"]["agreement"] >= 0.99 and ort["fp32 (pruned)"]["agreement"] >= 0.99
+    assert (ort["int8 (pruned, our export)"]["onnx_format"], ort["int8 (pruned, our export)"]["qparams"]) == (
+        "int8",
+        "torch",
+    )
+    # sizes: int8 artifact < pruned fp32 artifact < teacher artifact; the int8 ONNX file below the fp32 one
+    assert int8["artifact_bytes"] < pruned["artifact_bytes"] < teacher["artifact_bytes"] / 2
+    assert ort["int8 (pruned, our export)"]["artifact_bytes"] < ort["fp32 (pruned)"]["artifact_bytes"]
+    targets = {t["target"]: t for t in header["targets"]}
+    assert len(targets) == 5 and all(isinstance(t["met"], bool) for t in targets.values())
+    assert targets["pruned MACs cut >= 2.5x"]["met"] is True
+    table = (out / "cnn.md").read_text()
+    for name in rows:
+        assert f"| ResNet-20 | {name} |" in table
+    assert "## Targets" in table
