@@ -205,7 +205,20 @@ def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes:
                 f"torch.onnx.export (dynamo, opset {opset}) failed for {type(model).__name__}: "
                 f"{type(exc).__name__}: {str(exc)[:300]}"
             ) from exc
-        return path.read_bytes()
+        return _without_debug_info(path.read_bytes())
+
+
+def _without_debug_info(data: bytes) -> bytes:
+    """The export without the exporter's per-node debugging metadata (Python stack traces, FX node
+    names, module paths): it is half of an int8 QDQ file (MobileNetV2 0.25: 814 KB -> 437 KB) and
+    no runtime reads it."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    return model.SerializeToString()
 
 
 def torch_qdq(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes:
