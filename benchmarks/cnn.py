@@ -50,6 +50,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # after the OpenMP setting, which is read when the runtime starts
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+from timing import time_rounds  # benchmarks/timing.py
 from torch import nn
 
 from shrinkflow.core import artifact as artifacts
@@ -58,12 +59,8 @@ from shrinkflow.core.data import Split, calibration_batches, split_data
 from shrinkflow.core.datasets import mnist
 from shrinkflow.core.export import ExportConfig, OnnxModel, export_artifact
 from shrinkflow.core.measure import (
-    MeasureConfig,
     count_macs,
     count_parameters,
-    large_batch,
-    latency_ms,
-    throughput_sps,
 )
 from shrinkflow.core.models import ModelChoice
 from shrinkflow.core.training import TrainConfig, evaluate, node_seed, predict, seed_everything
@@ -211,23 +208,6 @@ def score(found: dict[str, dict], test: Split) -> None:
         found[name]["agrees_with"] = source
 
 
-def time_rounds(found: dict[str, dict], test: Split, rounds: int, b1_runs: int, b256_runs: int) -> None:
-    """Per round, each variant's batch-1 latency and batch-256 throughput, interleaved (peers.py)."""
-    one, big = test.x[:1].contiguous(), large_batch(test.x, 256).contiguous()
-    b1 = MeasureConfig(warmup=0, latency_runs=b1_runs)
-    b256 = MeasureConfig(warmup=0, throughput_batch=256, throughput_runs=b256_runs)
-    with torch.inference_mode():
-        for v in found.values():  # warm-up: kernels picked, caches and arenas filled
-            for _ in range(3):
-                v["runner"](one)
-                v["runner"](big)
-            v["b1_ms"], v["b256_sps"] = [], []
-        for _ in range(rounds):
-            for v in found.values():
-                v["b1_ms"].append(latency_ms(v["runner"], one, b1)[0])
-                v["b256_sps"].append(throughput_sps(v["runner"], big, b256))
-
-
 def summarize(found: dict[str, dict]) -> list[dict[str, Any]]:
     base = found[TEACHER]
     rows = []
@@ -272,7 +252,7 @@ def run_model(key: str, data: tuple[Split, Split, Split], args: argparse.Namespa
         t = time.perf_counter()
         found = variants(models, train, test, n)
         score(found, test)
-        time_rounds(found, test, args.rounds, args.b1_runs, args.b256_runs)
+        time_rounds(found, test.x, args.rounds, args.b1_runs, args.b256_runs, warmup=3)
         tables[n] = summarize(found)
         phases[f"export, test and timing ({n} thread{'s' if n > 1 else ''})"] = {
             "seconds": time.perf_counter() - t

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 import yaml
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+from timing import time_rounds  # benchmarks/timing.py
 from torch import nn
 
 from shrinkflow.core.artifact import ModelArtifact
@@ -54,13 +55,10 @@ from shrinkflow.core.data import Split, calibration_batches
 from shrinkflow.core.datasets import mnist
 from shrinkflow.core.export import ExportConfig, OnnxModel, export_artifact, quantize_int8, to_onnx
 from shrinkflow.core.measure import (
-    MeasureConfig,
     activation_peak_bytes,
     count_parameters,
     large_batch,
-    latency_ms,
     model_bytes,
-    throughput_sps,
 )
 from shrinkflow.core.models import ModelSpec
 from shrinkflow.core.training import TrainConfig, fit, predict, seed_everything
@@ -85,7 +83,9 @@ def train_fp32(spec: ModelSpec, train: Split, val: Split, epochs: int) -> ModelA
     return artifact
 
 
-def quantized(artifact: ModelArtifact, method: str, train: Split, val: Split, **override: object) -> ModelArtifact:
+def quantized(
+    artifact: ModelArtifact, method: str, train: Split, val: Split, **override: object
+) -> ModelArtifact:
     """The quantize stage with the method's options as the project's defaults set them."""
     options = yaml.safe_load((ROOT / "conf/base/parameters_quantize.yml").read_text())["quantize"]["options"]
     stage = QuantizeStage(method=method, options={method: {**(options.get(method) or {}), **override}})
@@ -161,26 +161,6 @@ def predictions(runner: Runner, test: Split) -> torch.Tensor:
         return runner.predict(test.x, 1000).argmax(1)
 
 
-def time_rounds(
-    found: dict[str, dict[str, Any]], test: Split, rounds: int, b1_runs: int, b256_runs: int
-) -> None:
-    """Fill each variant's per-round batch-1 latency and batch-256 throughput, interleaved."""
-    one, big = test.x[:1].contiguous(), large_batch(test.x, 256).contiguous()
-    # each call: the median of that many timed runs (warm-up is done once, below)
-    b1 = MeasureConfig(warmup=0, latency_runs=b1_runs)
-    b256 = MeasureConfig(warmup=0, throughput_batch=256, throughput_runs=b256_runs)
-    with torch.inference_mode():
-        for v in found.values():  # warm-up: kernels picked, caches and arenas filled
-            for _ in range(5):
-                v["runner"](one)
-                v["runner"](big)
-            v["b1_ms"], v["b256_sps"] = [], []
-        for _ in range(rounds):
-            for v in found.values():
-                v["b1_ms"].append(latency_ms(v["runner"], one, b1)[0])
-                v["b256_sps"].append(throughput_sps(v["runner"], big, b256))
-
-
 def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     base = found["fp32 eager"]
     rows = []
@@ -240,7 +220,7 @@ def run_model(
                 )
             if v["runtime"] == "PyTorch":
                 v["peak_memory_bytes"] = v["bytes_in_memory"] + activation_peak_bytes(v["runner"], big)
-        time_rounds(found, test, args.rounds, args.b1_runs, args.b256_runs)
+        time_rounds(found, test.x, args.rounds, args.b1_runs, args.b256_runs, warmup=5)
         tables[n] = summarize(found)
         print(f"[{key}] {n} thread(s) timed at {time.perf_counter() - start:.0f} s", flush=True)
     return {"model": title, "key": key, "epochs": epochs, "tables": tables}

@@ -145,6 +145,8 @@ _MOBILENET_V2 = (
 
 
 class MobileNetV2(nn.Module):
+    """MobileNetV2 (Sandler et al. 2018), CIFAR-style strides; ``width_mult`` scales the widths."""
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -182,12 +184,5 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-def mobilenet_v2(
-    input_shape: Sequence[int],
-    num_classes: int,
-    width_mult: float = 1.0,
-    last_channels: int = 1280,
-    dropout: float = 0.2,
-) -> MobileNetV2:
-    """MobileNetV2 (Sandler et al. 2018), CIFAR-style strides; ``width_mult`` scales the widths."""
-    return MobileNetV2(input_shape, num_classes, width_mult, last_channels, dropout)
+#: the entry point's name for the class (its signature is the factory's)
+mobilenet_v2 = MobileNetV2

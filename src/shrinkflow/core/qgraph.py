@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["graph_layers", "graph_macs", "graph_weights", "is_int8_graph"]
+__all__ = ["graph_constant", "graph_layers", "graph_macs", "graph_weights", "is_int8_graph"]
 
 _LAYER_OPS = ("aten.linear", "aten.conv1d", "aten.conv2d", "aten.conv3d")
 _QD = "quantized_decomposed."
@@ -45,7 +45,7 @@ def _value(gm: fx.GraphModule, node: Any) -> Any:
     if not isinstance(node, fx.Node):
         return node
     if node.op == "get_attr":
-        return _attr(gm, str(node.target))
+        return graph_constant(gm, node)
     if _op(node).startswith(_QD + "dequantize"):
         args = [_value(gm, a) for a in node.args]
         if any(a is None for a in args):
@@ -54,9 +54,10 @@ def _value(gm: fx.GraphModule, node: Any) -> Any:
     return None
 
 
-def _attr(gm: fx.GraphModule, target: str) -> Any:
+def graph_constant(gm: fx.GraphModule, node: fx.Node) -> Any:
+    """The tensor a ``get_attr`` node reads (None if the graph holds no such attribute)."""
     owner: Any = gm
-    for part in target.split("."):
+    for part in str(node.target).split("."):
         owner = getattr(owner, part, None)
     return owner
 

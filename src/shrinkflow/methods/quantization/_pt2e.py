@@ -39,6 +39,7 @@ import torch
 from torch import fx, nn
 
 from shrinkflow.core.config import ConfigError
+from shrinkflow.core.qgraph import graph_constant, graph_layers
 
 __all__ = [
     "capture",
@@ -214,7 +215,6 @@ def _drop_dead_constants(graph: fx.GraphModule) -> fx.GraphModule:
     return graph
 
 
-_LAYERS = ("aten.conv1d.default", "aten.conv2d.default", "aten.conv3d.default", "aten.linear.default")
 _DQ_TENSOR = "quantized_decomposed.dequantize_per_tensor.default"
 _DQ_CHANNEL = "quantized_decomposed.dequantize_per_channel.default"
 
@@ -233,8 +233,8 @@ def _int32_biases(graph: fx.GraphModule) -> fx.GraphModule:
     Quantizing the bias here makes PyTorch and the export compute the same numbers.
     """
     count = 0
-    for node in list(graph.graph.nodes):
-        if str(node.target) not in _LAYERS or len(node.args) < 3:
+    for node, _ in graph_layers(graph):
+        if len(node.args) < 3:
             continue
         x, weight, bias = node.args[0], node.args[1], node.args[2]
         if not (isinstance(bias, fx.Node) and bias.op == "get_attr" and isinstance(x, fx.Node)):
@@ -243,7 +243,7 @@ def _int32_biases(graph: fx.GraphModule) -> fx.GraphModule:
             continue
         if not isinstance(weight, fx.Node) or str(weight.target) not in (_DQ_TENSOR, _DQ_CHANNEL):
             continue
-        float_bias = _attr_value(graph, bias)
+        float_bias = graph_constant(graph, bias).detach()
         name = f"_int32_bias_{count}"
         if str(weight.target) == _DQ_TENSOR:  # one weight scale: the bias scale is a number too
             scale = float(x.args[1]) * float(weight.args[1])
@@ -261,7 +261,7 @@ def _int32_biases(graph: fx.GraphModule) -> fx.GraphModule:
                     torch.ops.quantized_decomposed.dequantize_per_tensor.default, args
                 )
         else:
-            scales = (float(x.args[1]) * _attr_value(graph, weight.args[1]).double()).float()
+            scales = (float(x.args[1]) * graph_constant(graph, weight.args[1]).detach().double()).float()
             graph.register_buffer(name, _to_int32(float_bias, scales.double()))
             graph.register_buffer(f"{name}_scale", scales)
             # always zero, rebuilt with the graph: kept out of the state_dict (8 bytes per channel)
@@ -283,13 +283,6 @@ def _int32_biases(graph: fx.GraphModule) -> fx.GraphModule:
 
 def _to_int32(bias: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.round(bias.double() / scale).clamp(-(2**31), 2**31 - 1).to(torch.int32)
-
-
-def _attr_value(graph: fx.GraphModule, node: fx.Node) -> torch.Tensor:
-    owner: Any = graph
-    for part in str(node.target).split("."):
-        owner = getattr(owner, part)
-    return owner.detach()
 
 
 def convert(prepared: fx.GraphModule, input_shape: Any) -> fx.GraphModule:
