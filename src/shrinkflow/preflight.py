@@ -16,11 +16,12 @@ import copy
 import logging
 from typing import Any
 
+import torch
 from kedro.framework.hooks import hook_impl
 
 from shrinkflow import plugins
 from shrinkflow.core.artifact import load_pretrained
-from shrinkflow.core.data import RawData, Split, with_channels
+from shrinkflow.core.data import RawData, Split
 from shrinkflow.core.models import ModelChoice, build_model, check_forward
 
 __all__ = ["PreflightHook", "data_shape"]
@@ -44,7 +45,13 @@ def data_shape(
             raw = catalog.get("raw_data").load()  # the dataset itself: its validator runs in the node
             if not isinstance(raw, RawData):
                 return None
-            split = with_channels(raw.data.subset(2), getattr(params.get("data"), "channels", None))
+            data = params.get("data")
+            split = Split(
+                raw.data,
+                torch.arange(min(2, len(raw.data))),
+                transforms=tuple(getattr(data, "transforms", ())),
+                channels=getattr(data, "channels", None),
+            )
         else:
             split = catalog.get("train_set").load()
             if not isinstance(split, Split):
@@ -52,7 +59,7 @@ def data_shape(
     except Exception as exc:  # missing or bad data is the data node's error to report, with its suite
         log.debug("preflight: data not readable before the run (%s: %s)", type(exc).__name__, exc)
         return None
-    return tuple(int(d) for d in split.x.shape[1:]), int(split.num_classes)
+    return split.input_shape, int(split.num_classes)
 
 
 class PreflightHook:

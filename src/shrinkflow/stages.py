@@ -23,11 +23,13 @@ from shrinkflow.core.artifact import (
     read_checkpoint,
 )
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range, nested
-from shrinkflow.core.data import RawData, Split, split_data, with_channels
+from shrinkflow.core.data import RawData, Split, check_channels, split_data
 from shrinkflow.core.method import Context
 from shrinkflow.core.models import ModelChoice, ModelSpec
+from shrinkflow.core.runtime import CPU, PRECISIONS, Runtime, RuntimeConfig
 from shrinkflow.core.sparsity import frozen_zeros
 from shrinkflow.core.tables import Standardized, fit_standardization
+from shrinkflow.core.transforms import build_steps
 from shrinkflow.core.training import TrainConfig, fit
 
 __all__ = [
@@ -65,33 +67,60 @@ class _Stage(Config):
         raise NotImplementedError
 
 
+class _Trains:
+    """A stage that trains: ``device`` / ``precision`` override the run-level ``runtime`` block
+    for this stage (null: the run's)."""
+
+    KEY: ClassVar[str]
+    device: str | None
+    precision: str | None
+
+    def check_runtime(self) -> None:
+        if self.device is not None and not isinstance(self.device, str):
+            raise ConfigError("device", self.device, "null, auto, cpu, cuda, cuda:N or mps")
+        if self.precision is not None:
+            check_choice("precision", self.precision, list(PRECISIONS))
+
+    def runtime(self, run: RuntimeConfig | None) -> Runtime:
+        """This stage's resolved runtime (the CPU in fp32 when no ``runtime`` block is given)."""
+        if run is None and self.device is None and self.precision is None:
+            return CPU
+        return (run or RuntimeConfig()).resolve(self.device, self.precision, key=self.KEY)
+
+
 @dataclass
 class DataStage(_Stage):
     KEY: ClassVar[str] = "data"
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     channels: int | None = None
+    #: image transform steps (shrinkflow.core.transforms); augmentation on the training split only
+    transforms: list[Any] = field(default_factory=list)
 
     def validate(self) -> None:
         check_range("val_fraction", self.val_fraction, 0.0, 0.5, low_open=True)
         check_range("test_fraction", self.test_fraction, 0.0, 0.5, low_open=True)
         if self.channels is not None:
             check_range("channels", self.channels, 1, 64, integer=True)
+        build_steps(self.transforms, "transforms")
 
 
 @dataclass
-class TeacherStage(_Stage):
+class TeacherStage(_Trains, _Stage):
     KEY: ClassVar[str] = "train_teacher"
     model: ModelChoice | dict[str, Any] = field(default_factory=ModelChoice)
     train: TrainConfig | dict[str, Any] = field(default_factory=TrainConfig)
+    device: str | None = None
+    precision: str | None = None
 
     def validate(self) -> None:
+        self.check_runtime()
         self.model = nested(ModelChoice, self.model, "model")
         self.train = nested(TrainConfig, self.train, "train")
 
 
 @dataclass
-class MethodStage(_Stage):
+class MethodStage(_Trains, _Stage):
     """``method``: a registered plugin name or ``none``.
 
     ``options`` maps method names to their configs, so settings for several methods can sit side
@@ -102,9 +131,12 @@ class MethodStage(_Stage):
     FAMILY: ClassVar[str] = ""
     method: str = NONE
     options: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+    precision: str | None = None
     method_config: Config | None = field(default=None, init=False, repr=False)
 
     def validate(self) -> None:
+        self.check_runtime()
         known = plugins.available(self.FAMILY)
         if not isinstance(self.method, str):
             raise ConfigError("method", self.method, f"a name from {[NONE, *known]}")
@@ -203,8 +235,10 @@ class GateStage(_Stage):
 
 def split(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, Split]:
     check_range("seed", seed, 0, 2**32 - 1, integer=True)
-    parts = split_data(raw, cfg.val_fraction, cfg.test_fraction, seed)
-    train, val, test = (with_channels(part, cfg.channels) for part in parts)
+    train, val, test = split_data(
+        raw, cfg.val_fraction, cfg.test_fraction, seed, transforms=cfg.transforms, channels=cfg.channels
+    )
+    check_channels(cfg.channels, val.input_shape)
     return train, val, test
 
 
@@ -219,7 +253,7 @@ def _weights_target(model: Any, state: Any) -> Any:
 def _build_fitted(spec: ModelSpec, train: Split) -> ModelArtifact:
     """``spec`` built for ``train``'s shape and classes; a standardization fitted on ``train``."""
     artifact = ModelArtifact.build(spec, train.input_shape, train.num_classes)
-    fit_standardization(artifact.model, train.x)
+    fit_standardization(artifact.model, train.for_eval())
     return artifact
 
 
@@ -235,7 +269,11 @@ def build(choice: ModelChoice, train: Split) -> ModelArtifact:
 
 
 def train_or_load_teacher(
-    train: Split, val: Split, checkpoint: Checkpoint | None, cfg: TeacherStage
+    train: Split,
+    val: Split,
+    checkpoint: Checkpoint | None,
+    cfg: TeacherStage,
+    run: RuntimeConfig | None = None,
 ) -> tuple[ModelArtifact, dict[str, Any]]:
     """Build the teacher; load the user's checkpoint if one is given, else train it. The record
     says which (``method``: ``train`` or ``checkpoint``, with the file's path and sha256)."""
@@ -250,7 +288,9 @@ def train_or_load_teacher(
         how = {"method": "checkpoint", "checkpoint": checkpoint.path, "sha256": checkpoint.sha256}
     else:
         artifact = build(cfg.model, train)
-        history = fit(artifact.model, train, cfg.train, val=val, label="teacher")
+        runtime = cfg.runtime(run)
+        train, val = _loading(train, val, runtime)
+        history = fit(artifact.model, train, cfg.train, val=val, label="teacher", runtime=runtime)
         how = {"method": "train", "config": cfg.train.to_dict(), "history": [vars(h) for h in history]}
         if cfg.model.pretrained is not None:
             how["pretrained"] = cfg.model.pretrained
@@ -268,6 +308,7 @@ def run_method(
     train_cfg: TrainConfig | None = None,
     teacher: ModelArtifact | None = None,
     keep_sparsity: bool = False,
+    run: RuntimeConfig | None = None,
 ) -> tuple[ModelArtifact, dict[str, Any]]:
     """Apply the stage's method to a copy of ``artifact``; ``none`` passes it through unchanged.
 
@@ -281,12 +322,15 @@ def run_method(
     cfg = stage.method_config
     assert cfg is not None
     train_cfg = train_cfg or TrainConfig(epochs=0)
+    runtime = stage.runtime(run)
+    train, val = _loading(train, val, runtime)
     ctx = Context(
         train,
         val,
-        fit=partial(fit, train=train, cfg=train_cfg, val=val),
+        fit=partial(fit, train=train, cfg=train_cfg, val=val, runtime=runtime),
         teacher=None if teacher is None else teacher.model,
         train_cfg=train_cfg,
+        runtime=runtime,
     )
     model = copy.deepcopy(artifact.model)
     with frozen_zeros(model) if keep_sparsity else nullcontext():
@@ -303,14 +347,24 @@ def run_method(
 
 
 def distill(
-    teacher: ModelArtifact, pruned: ModelArtifact, train: Split, val: Split, cfg: DistillStage
+    teacher: ModelArtifact,
+    pruned: ModelArtifact,
+    train: Split,
+    val: Split,
+    cfg: DistillStage,
+    run: RuntimeConfig | None = None,
 ) -> tuple[ModelArtifact, dict[str, Any]]:
     """Distil into the pruned model (zeros kept) or into a freshly built student architecture."""
     assert isinstance(cfg.train, TrainConfig)
     student = build(cfg.student, train) if isinstance(cfg.student, ModelChoice) else pruned
     return run_method(
-        cfg, student, train, val, train_cfg=cfg.train, teacher=teacher, keep_sparsity=student is pruned
+        cfg, student, train, val, train_cfg=cfg.train, teacher=teacher, keep_sparsity=student is pruned, run=run
     )
+
+
+def _loading(train: Split, val: Split, runtime: Runtime) -> tuple[Split, Split]:
+    """The splits read with the runtime's loader settings (workers, pinned memory)."""
+    return replace(train, loader=runtime.loader, _cache={}), replace(val, loader=runtime.loader, _cache={})
 
 
 #: The models the DAG produces, in order; each one is evaluated and reported as ``<model>_metrics``.

@@ -1,6 +1,7 @@
-"""Built-in data-set plugins: scikit-learn's digits (embedded), MNIST from IDX files, a user's own
-arrays in an ``.npz`` file (images or table rows), and a folder of image files with one sub-folder
-per class. Tables in CSV / Parquet files: :func:`shrinkflow.core.tables.table`.
+"""Built-in data-set plugins held in memory: scikit-learn's digits (embedded), MNIST from IDX files
+and a user's own arrays in an ``.npz`` file (images or table rows). Folders of image files and
+torchvision data sets, read one file at a time: :mod:`shrinkflow.core.images`; tables in CSV /
+Parquet files: :func:`shrinkflow.core.tables.table`.
 
 Each returns :class:`RawData` or raises :class:`DataError` naming the file and what was expected;
 none of them unpickles anything.
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shrinkflow.core.data import DataError, RawData, Split
+from shrinkflow.core.data import DataError, RawData, TensorSource
+from shrinkflow.core.images import image_folder
 from shrinkflow.core.tables import feature_array
 
 __all__ = ["digits", "image_folder", "mnist", "npz", "read_idx"]
@@ -28,7 +30,7 @@ def digits() -> RawData:
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    return RawData("digits", Split(x, y, 10))
+    return RawData("digits", TensorSource(x, y, 10))
 
 
 _IDX_DTYPES = {0x08: np.uint8}
@@ -68,7 +70,7 @@ def _find(folder: Path, stem: str) -> Path:
     raise DataError(f"MNIST file {stem}[.gz] not found in {str(folder)!r}")
 
 
-def _mnist_part(folder: Path, prefix: str) -> Split:
+def _mnist_part(folder: Path, prefix: str) -> TensorSource:
     images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -76,8 +78,9 @@ def _mnist_part(folder: Path, prefix: str) -> Split:
             f"MNIST {prefix}: images {images.shape} and labels {labels.shape} do not match; "
             "expected (N, H, W) images and (N,) labels"
         )
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    return Split(x, torch.from_numpy(labels.astype(np.int64)), 10)
+    # uint8 in memory (a quarter of float32); batches are scaled to [0, 1] as they are read
+    x = torch.from_numpy(images.copy()).unsqueeze(1)
+    return TensorSource(x, torch.from_numpy(labels.astype(np.int64)), 10)
 
 
 def mnist(path: str) -> RawData:
@@ -89,13 +92,16 @@ def mnist(path: str) -> RawData:
 
 
 def _images(x: np.ndarray, where: str) -> torch.Tensor:
-    """(N, H, W) or (N, C, H, W) array -> float32 (N, C, H, W); integers are scaled from 0..255."""
+    """(N, H, W) or (N, C, H, W) array -> (N, C, H, W): uint8 kept (scaled to [0, 1] as batches are
+    read), other integers scaled from 0..255 to float32, floats as float32."""
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
         raise DataError(
             f"{where}: images have shape {x.shape}; expected (N, H, W) or (N, C, H, W) images, or (N, F) table rows"
         )
+    if x.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(x))
     if np.issubdtype(x.dtype, np.integer):
         return torch.from_numpy(x.astype(np.float32) / 255.0)
     if np.issubdtype(x.dtype, np.floating):
@@ -163,77 +169,6 @@ def npz(path: str, num_classes: int | None = None) -> RawData:
     if not isinstance(num_classes, int) or num_classes < 1:
         raise DataError(f"npz file {str(file)!r}: num_classes={num_classes!r}; expected an integer >= 1")
     if "x_test" in arrays:
-        test = Split(xt, test_labels, num_classes)
+        test = TensorSource(xt, test_labels, num_classes)
     names = _feature_names(arrays, int(x.shape[1]), file) if x.ndim == 2 else None
-    return RawData(file.stem, Split(x, y, num_classes), test, feature_names=names)
-
-
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _read_folder(root: Path, channels: int, classes: list[str] | None) -> tuple[Split, list[str]]:
-    from PIL import Image, UnidentifiedImageError
-
-    if not root.is_dir():
-        raise DataError(
-            f"image folder {str(root)!r} does not exist; expected <folder>/<class name>/<image files>"
-        )
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
-    classes = classes or found
-    if not classes:
-        raise DataError(
-            f"image folder {str(root)!r} has no class sub-folders; expected <folder>/<class name>/<images>"
-        )
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise DataError(
-            f"image folder {str(root)!r} has classes {unknown} that the training folder lacks; expected {classes}"
-        )
-    mode = {1: "L", 3: "RGB"}[channels]
-    images, labels, files = [], [], []
-    for label, name in enumerate(classes):
-        for file in sorted((root / name).glob("*")):
-            if file.suffix.lower() not in _IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as im:
-                    images.append(np.asarray(im.convert(mode), dtype=np.uint8))
-            except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-                raise DataError(
-                    f"image file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}"
-                ) from exc
-            labels.append(label)
-            files.append(file)
-    if not images:
-        return Split(torch.zeros(0, channels, 1, 1), torch.zeros(0, dtype=torch.int64), len(classes)), classes
-    shapes: dict[tuple[int, ...], list[Path]] = {}
-    for image, file in zip(images, files, strict=True):
-        shapes.setdefault(image.shape, []).append(file)
-    if len(shapes) > 1:
-        listed = "; ".join(
-            f"{shape[1]}x{shape[0]} px: {len(paths)} files, e.g. {str(paths[0])!r}"
-            for shape, paths in sorted(shapes.items(), key=lambda kv: -len(kv[1]))
-        )
-        raise DataError(
-            f"image folder {str(root)!r} holds images of {len(shapes)} sizes ({listed}); expected one size for all"
-        )
-    x = np.stack(images)
-    x = x[:, None] if channels == 1 else x.transpose(0, 3, 1, 2)
-    return Split(
-        _images(np.ascontiguousarray(x), str(root)), torch.tensor(labels, dtype=torch.int64), len(classes)
-    ), classes
-
-
-def image_folder(path: str, test_path: str | None = None, channels: int = 1) -> RawData:
-    """Image files (PNG, JPEG, ...) under ``<path>/<class name>/``; classes are the sub-folder
-    names in sorted order. ``test_path``: a folder laid out the same way, kept as the test set.
-    ``channels``: 1 (grayscale) or 3 (RGB). All images must have one size."""
-    if channels not in (1, 3):
-        raise DataError(f"image_folder channels={channels!r}; expected 1 (grayscale) or 3 (RGB)")
-    data, classes = _read_folder(Path(path), channels, None)
-    test = None if test_path is None else _read_folder(Path(test_path), channels, classes)[0]
-    if test is not None and len(data) and len(test) and test.input_shape != data.input_shape:
-        raise DataError(
-            f"image folder {test_path!r} has images of shape {test.input_shape}, {path!r} of {data.input_shape}; expected one"
-        )
-    return RawData(Path(path).name, data, test)
+    return RawData(file.stem, TensorSource(x, y, num_classes), test, feature_names=names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.nn.functional as F
 
 from shrinkflow.core import packing
@@ -15,6 +16,7 @@ from shrinkflow.core.measure import (
     count_macs,
     count_parameters,
     fixed_threads,
+    gpu_timings,
     large_batch,
     latency_ms,
     layer_sparsity,
@@ -22,7 +24,8 @@ from shrinkflow.core.measure import (
     noisy_accuracy,
     throughput_sps,
 )
-from shrinkflow.core.training import predict
+from shrinkflow.core.runtime import CPU, Runtime, on_device, placement
+from shrinkflow.core.training import predict_split
 
 if TYPE_CHECKING:
     from shrinkflow.core.export import Exported
@@ -31,7 +34,11 @@ __all__ = ["evaluate_artifact", "evaluate_onnx", "with_compression_ratio"]
 
 
 def evaluate_artifact(
-    artifact: ModelArtifact, test: Split, cfg: MeasureConfig, teacher: ModelArtifact | None = None
+    artifact: ModelArtifact,
+    test: Split,
+    cfg: MeasureConfig,
+    teacher: ModelArtifact | None = None,
+    runtime: Runtime = CPU,
 ) -> dict[str, Any]:
     """Accuracy, robustness, agreement with the teacher, counts, sparsity, size and CPU speed.
 
@@ -43,38 +50,48 @@ def evaluate_artifact(
     of test predictions equal to the teacher's; ``top5_accuracy`` when there are more than 5 classes.
     ``peak_memory_bytes`` = ``model_memory_bytes`` (weights as held in memory, int8 where packed)
     + ``activation_peak_bytes`` (one forward pass at the throughput batch). Timings run on
-    ``cfg.threads`` threads.
+    ``cfg.threads`` threads. The test set is read batch by batch; accuracies are computed on
+    ``runtime.device`` (int8 models on the CPU, which has their kernels); on a GPU,
+    ``gpu_latency_b1_ms`` and ``gpu_throughput_b<batch>_sps`` are added beside the CPU timings.
     """
     with fixed_threads(cfg.threads):
-        return _evaluate(artifact, test, cfg, teacher)
+        return _evaluate(artifact, test.for_eval(), cfg, teacher, runtime)
 
 
 def _evaluate(
-    artifact: ModelArtifact, test: Split, cfg: MeasureConfig, teacher: ModelArtifact | None
+    artifact: ModelArtifact, test: Split, cfg: MeasureConfig, teacher: ModelArtifact | None, runtime: Runtime
 ) -> dict[str, Any]:
     model = artifact.model.eval()
-    logits = predict(model, test.x, cfg.eval_batch_size)
-    accuracy = int((logits.argmax(1) == test.y).sum()) / len(test)
+    labels = test.y
+    device = placement(model, runtime.device)
+    with on_device(model, device=device):
+        logits = predict_split(model, test, cfg.eval_batch_size)
+        noisy = {
+            f"accuracy_noise_{sigma:g}": noisy_accuracy(model, test, sigma, cfg.eval_batch_size)
+            for sigma in cfg.noise_sigmas
+        }
+        gpu = gpu_timings(model, test, cfg) if device.type == "cuda" else {}
+    accuracy = int((logits.argmax(1) == labels).sum()) / len(test)
+    sample = test.head(cfg.throughput_batch)
     total, nonzero = count_parameters(model)
-    macs, macs_nonzero = count_macs(model, test.x)
-    p50, p95 = latency_ms(model, test.x, cfg)
+    macs, macs_nonzero = count_macs(model, sample)
+    p50, p95 = latency_ms(model, sample, cfg)
     weights = model_bytes(model)
-    activations = activation_peak_bytes(model, large_batch(test.x, cfg.throughput_batch))
+    activations = activation_peak_bytes(model, large_batch(sample, cfg.throughput_batch))
     metrics: dict[str, Any] = {
         "accuracy": accuracy,
-        "loss": float(F.cross_entropy(logits, test.y)),
+        "loss": float(F.cross_entropy(logits, labels)),
     }
     if test.num_classes > 5:
         top5 = logits.topk(5, dim=1).indices
-        metrics["top5_accuracy"] = int((top5 == test.y[:, None]).any(1).sum()) / len(test)
-    for sigma in cfg.noise_sigmas:
-        metrics[f"accuracy_noise_{sigma:g}"] = noisy_accuracy(
-            model, test.x, test.y, sigma, cfg.eval_batch_size
-        )
+        metrics["top5_accuracy"] = int((top5 == labels[:, None]).any(1).sum()) / len(test)
+    metrics.update(noisy)
     if teacher is not None:
-        reference = (
-            logits if teacher is artifact else predict(teacher.model.eval(), test.x, cfg.eval_batch_size)
-        )
+        if teacher is artifact:
+            reference = logits
+        else:
+            with on_device(teacher.model, device=placement(teacher.model, runtime.device)):
+                reference = predict_split(teacher.model.eval(), test, cfg.eval_batch_size)
         metrics["teacher_agreement"] = int((reference.argmax(1) == logits.argmax(1)).sum()) / len(test)
     metrics.update(
         {
@@ -88,12 +105,13 @@ def _evaluate(
             "packed_bytes": len(packing.to_bytes(artifact)),
             "latency_b1_p50_ms": p50,
             "latency_b1_p95_ms": p95,
-            f"throughput_b{cfg.throughput_batch}_sps": throughput_sps(model, test.x, cfg),
+            f"throughput_b{cfg.throughput_batch}_sps": throughput_sps(model, sample, cfg),
             "model_memory_bytes": weights,
             "activation_peak_bytes": activations,
             "peak_memory_bytes": weights + activations,
             "threads": cfg.threads,
             "test_samples": len(test),
+            **gpu,
         }
     )
     return metrics
@@ -108,11 +126,15 @@ def evaluate_onnx(
     from shrinkflow.core.export import OnnxModel
 
     session = OnnxModel(exported.data, threads=cfg.threads)
+    test = test.for_eval()
     with fixed_threads(cfg.threads):
-        reference = predict(artifact.model.eval(), test.x, cfg.eval_batch_size).argmax(1)
-        predicted = session.predict(test.x, cfg.eval_batch_size).argmax(1)
-        p50, p95 = latency_ms(session, test.x, cfg)
-        throughput = throughput_sps(session, test.x, cfg)
+        reference = predict_split(artifact.model.eval(), test, cfg.eval_batch_size).argmax(1)
+        predicted = torch.cat(
+            [session.predict(xb, cfg.eval_batch_size).argmax(1) for xb, _ in test.batches(cfg.eval_batch_size)]
+        )
+        sample = test.head(cfg.throughput_batch)
+        p50, p95 = latency_ms(session, sample, cfg)
+        throughput = throughput_sps(session, sample, cfg)
     return {
         "format": exported.format,
         "qparams": exported.qparams,

@@ -23,6 +23,7 @@ __all__ = [
     "count_macs",
     "count_parameters",
     "fixed_threads",
+    "gpu_timings",
     "latency_ms",
     "layer_sparsity",
     "model_bytes",
@@ -234,17 +235,44 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def noisy_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float, batch_size: int = 1024, seed: int = 0
-) -> float:
-    """Top-1 accuracy with Gaussian noise of standard deviation ``sigma`` added to the inputs (not
-    clipped), the same noise for every model (a fixed seed), so stages compare like for like."""
+def noisy_accuracy(model: nn.Module, data: Any, sigma: float, batch_size: int = 1024, seed: int = 0) -> float:
+    """Top-1 accuracy on the split ``data`` with Gaussian noise of standard deviation ``sigma`` added
+    to the inputs (not clipped), the same noise for every model (a fixed seed, drawn on the CPU), so
+    stages compare like for like. Runs where the model is."""
     generator = torch.Generator().manual_seed(seed)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     correct = 0
     model.eval()
     with torch.inference_mode():
-        for i in range(0, x.shape[0], batch_size):
-            batch = x[i : i + batch_size]
+        for batch, labels in data.batches(batch_size):
             noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype)
-            correct += int((model(batch + sigma * noise).argmax(1) == y[i : i + batch_size]).sum())
-    return correct / max(x.shape[0], 1)
+            logits = model((batch + sigma * noise).to(device)).cpu()
+            correct += int((logits.argmax(1) == labels).sum())
+    return correct / max(len(data), 1)
+
+
+def gpu_timings(model: nn.Module, data: Any, cfg: MeasureConfig) -> dict[str, float]:
+    """Median batch-1 latency and throughput at ``cfg.throughput_batch`` on the model's CUDA device,
+    timed with ``torch.cuda.synchronize`` around each run (kernels are asynchronous)."""
+    device = next(p.device for p in model.parameters())
+    sample = data.head(cfg.throughput_batch).to(device)
+
+    def timed(x: torch.Tensor, runs: int) -> float:
+        with torch.inference_mode():
+            for _ in range(cfg.warmup):
+                model(x)
+            times = []
+            for _ in range(runs):
+                torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                model(x)
+                torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    model.eval()
+    batch = large_batch(sample, cfg.throughput_batch)
+    return {
+        "gpu_latency_b1_ms": timed(sample[:1], cfg.latency_runs) * 1e3,
+        f"gpu_throughput_b{cfg.throughput_batch}_sps": cfg.throughput_batch / timed(batch, cfg.throughput_runs),
+    }

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from shrinkflow.core.config import Config
 from shrinkflow.core.data import Split
+from shrinkflow.core.runtime import CPU, Runtime
 from shrinkflow.core.training import EpochLog, LossFn, TrainConfig
 
 __all__ = ["Context", "Method"]
@@ -33,7 +35,9 @@ __all__ = ["Context", "Method"]
 @dataclass
 class Context:
     """What a method may use besides the model: data, a trainer bound to the stage's training
-    configuration (``train_cfg``), and the teacher."""
+    configuration (``train_cfg``) and runtime (device, precision: ``runtime``), and the teacher.
+    Methods get the model on the CPU; ``train_model`` trains it on the runtime's device (the
+    teacher with it) and hands it back on the CPU."""
 
     train: Split
     val: Split
@@ -41,6 +45,7 @@ class Context:
     teacher: nn.Module | None = None
     history: list[EpochLog] = field(default_factory=list)
     train_cfg: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0))
+    runtime: Runtime = CPU
 
     def train_model(
         self,
@@ -52,7 +57,11 @@ class Context:
         """Train ``model`` with the stage's training config (or ``cfg``, e.g. a per-step share of it
         in a gradual schedule) and record its history."""
         extra = {} if cfg is None else {"cfg": cfg}
-        self.history += self.fit(model, loss_fn=loss_fn, label=label, **extra)
+        self.history += self.fit(model, loss_fn=loss_fn, label=label, companions=(self.teacher,), **extra)
+
+    def probe(self, n: int = 2) -> torch.Tensor:
+        """The first ``n`` training inputs without augmentation (tracing, shape probes)."""
+        return self.train.for_eval().head(n)
 
 
 def _identity(model: nn.Module, config: Any, structure: dict[str, Any] | None = None) -> nn.Module:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from shrinkflow.core.data import DataError, RawData, Split
+from shrinkflow.core.data import DataError, RawData, Split, TensorSource
 
 __all__ = ["Standardize", "Standardized", "feature_array", "fit_standardization", "table"]
 
@@ -65,11 +65,15 @@ class Standardized(nn.Module):
         return self.model(self.standardize(x))
 
 
-def fit_standardization(model: nn.Module, x: torch.Tensor) -> bool:
-    """Fit every :class:`Standardize` in ``model`` on ``x`` (the training split); True if one was."""
+def fit_standardization(model: nn.Module, train: Split) -> bool:
+    """Fit every :class:`Standardize` in ``model`` on the training split; True if one was. Table rows
+    are held in memory (:class:`~shrinkflow.core.data.TensorSource`), so the split's rows are read
+    at once; a model without standardization reads nothing."""
     found = [m for m in model.modules() if isinstance(m, Standardize)]
-    for module in found:
-        module.fit(x)
+    if found:
+        x = train.x
+        for module in found:
+            module.fit(x)
     return bool(found)
 
 
@@ -208,6 +212,6 @@ def table(
     if not isinstance(num_classes, int) or num_classes < 1:
         raise DataError(f"table {path!r}: num_classes={num_classes!r}; expected an integer >= 1")
     # pandas hands out read-only views (copy-on-write): torch needs arrays of its own
-    data = Split(x, torch.tensor(y), num_classes)
-    held = None if test is None else Split(test[0], torch.tensor(test[1]), num_classes)
+    data = TensorSource(x, torch.tensor(y), num_classes)
+    held = None if test is None else TensorSource(test[0], torch.tensor(test[1]), num_classes)
     return RawData(Path(path).stem, data, held, feature_names=tuple(names))

@@ -1,11 +1,13 @@
-"""Training and evaluation loops over in-memory tensors, deterministic on the CPU."""
+"""Training and evaluation loops over streamed mini-batches, on the configured device and precision;
+deterministic on the CPU."""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +19,9 @@ from torch import nn
 from shrinkflow.core import distributed
 from shrinkflow.core.config import Config, check_choice, check_range
 from shrinkflow.core.data import Split
+from shrinkflow.core.runtime import CPU, Runtime, on_device
 
-__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "node_seed", "predict", "seed_everything"]
+__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "node_seed", "predict", "predict_split", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -84,30 +87,36 @@ def fit(
     val: Split | None = None,
     loss_fn: LossFn | None = None,
     label: str = "train",
+    runtime: Runtime = CPU,
+    companions: Sequence[nn.Module | None] = (),
 ) -> list[EpochLog]:
-    """Train ``model`` in place with mini-batches sliced from preloaded tensors.
+    """Train ``model`` in place on ``runtime``'s device and precision; it is back on the CPU after.
 
-    Shuffling draws its generator's seed from torch's global RNG, so a run seeded with
-    :func:`seed_everything` (the pipeline's hook does it per node) sees the same batches. Logs one line per epoch: loss, train and val accuracy.
+    ``companions``: modules the loss uses (a teacher, held in eval mode), moved to the device with
+    the model for the whole run, not per batch or epoch. Shuffling draws its generator's seed from
+    torch's global RNG, so a run seeded with :func:`seed_everything` (the pipeline's hook does it per
+    node) sees the same batches. Logs one line per epoch: loss, train and val accuracy.
     """
     loss_fn = loss_fn or (lambda logits, _x, y: F.cross_entropy(logits, y))
     if distributed.world_size() > 1:
-        return _fit_distributed(model, train, cfg, val, loss_fn, label)
-    opt = _optimizer(model, cfg)
-    schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(train) // cfg.batch_size))
-    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-    history: list[EpochLog] = []
-    n = len(train)
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=gen)
-        total_loss, correct = 0.0, 0
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            loss, right = _step(model, opt, schedule, loss_fn, train.x[idx], train.y[idx], label, epoch, cfg)
-            total_loss += loss * len(idx)
-            correct += right
-        history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val, cfg, label))
+        return _fit_distributed(model, train, cfg, val, loss_fn, label, runtime, companions)
+    device = runtime.device
+    with on_device(model, *companions, device=device):
+        opt = _optimizer(model, cfg)
+        schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(train) // cfg.batch_size))
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        batches = train.batches(cfg.batch_size, shuffle=True, generator=gen, device=device)
+        step = _Stepper(model, opt, schedule, loss_fn, label, cfg, runtime)
+        history: list[EpochLog] = []
+        n = len(train)
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            total_loss, correct = 0.0, 0
+            for xb, yb in batches:
+                loss, right = step(xb, yb, epoch)
+                total_loss += loss * len(yb)
+                correct += right
+            history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val, cfg, label, device))
     model.eval()
     return history
 
@@ -118,30 +127,46 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Any:
     return None
 
 
-def _step(
-    net: nn.Module,
-    opt: torch.optim.Optimizer,
-    schedule: Any,
-    loss_fn: LossFn,
-    xb: torch.Tensor,
-    yb: torch.Tensor,
-    label: str,
-    epoch: int,
-    cfg: TrainConfig,
-) -> tuple[float, int]:
-    """One optimizer step on a batch: (its mean loss, its correct predictions)."""
-    logits = net(xb)
-    loss = loss_fn(logits, xb, yb)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"{label}: loss became {loss.item()} at epoch {epoch}; expected a finite loss (lower lr={cfg.lr}?)"
-        )
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if schedule is not None:
-        schedule.step()
-    return loss.item(), int((logits.argmax(1) == yb).sum())
+class _Stepper:
+    """One optimizer step on a batch, in the runtime's precision: (its mean loss, its correct
+    predictions). fp16 scales the loss (GradScaler); a step whose scaled gradients overflowed is
+    skipped by the scaler, as torch.amp intends, and the learning-rate schedule still advances."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        opt: torch.optim.Optimizer,
+        schedule: Any,
+        loss_fn: LossFn,
+        label: str,
+        cfg: TrainConfig,
+        runtime: Runtime,
+    ) -> None:
+        self.net, self.opt, self.schedule, self.loss_fn = net, opt, schedule, loss_fn
+        self.label, self.cfg, self.runtime = label, cfg, runtime
+        self.scaler = runtime.scaler()
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> tuple[float, int]:
+        with self.runtime.autocast():
+            logits = self.net(xb)
+            loss = self.loss_fn(logits, xb, yb)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"{self.label}: loss became {value} at epoch {epoch}; expected a finite loss "
+                f"(lower lr={self.cfg.lr}?{' or precision: bf16' if self.runtime.precision == 'fp16' else ''})"
+            )
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        if self.schedule is not None:
+            self.schedule.step()
+        return value, int((logits.argmax(1) == yb).sum())
 
 
 def _epoch_end(
@@ -152,10 +177,11 @@ def _epoch_end(
     val: Split | None,
     cfg: TrainConfig,
     label: str,
+    device: torch.device,
 ) -> EpochLog:
     entry = EpochLog(epoch, loss, accuracy)
     if val is not None:
-        entry.val_accuracy = evaluate(model, val)[0]
+        entry.val_accuracy = evaluate(model, val, device=device)[0]
     if distributed.is_main():
         val_text = "" if entry.val_accuracy is None else f"  val_acc {entry.val_accuracy:.4f}"
         log.info(
@@ -171,56 +197,78 @@ def _epoch_end(
 
 
 def _fit_distributed(
-    model: nn.Module, train: Split, cfg: TrainConfig, val: Split | None, loss_fn: LossFn, label: str
+    model: nn.Module,
+    train: Split,
+    cfg: TrainConfig,
+    val: Split | None,
+    loss_fn: LossFn,
+    label: str,
+    runtime: Runtime,
+    companions: Sequence[nn.Module | None],
 ) -> list[EpochLog]:
     """``fit`` across the torchrun process group: DistributedDataParallel averages the gradients
     of each rank's ``batch_size / world`` samples, so every step sees one global batch of
     ``batch_size`` as a single process would; DistributedSampler deals each epoch's shuffled
-    indices out to the ranks (padded to equal shares). Loss and accuracy are summed over ranks."""
+    indices out to the ranks (padded to equal shares). Loss and accuracy are summed over ranks.
+    The model and ``companions`` move to the rank's device once, and back to the CPU at the end."""
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DistributedSampler
 
     world, device = distributed.world_size(), distributed.device()
     per_rank = max(1, cfg.batch_size // world)
-    model.to(device)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = _optimizer(net, cfg)
-    # the same seed on every rank (the pipeline seeds every process alike): the same shuffles
-    seed = int(torch.randint(0, 2**62, (1,)))
-    sampler = DistributedSampler(
-        range(len(train)), num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed
-    )
-    schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(sampler) // per_rank))
-    history: list[EpochLog] = []
-    for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
-        for start in range(0, len(order), per_rank):
-            idx = order[start : start + per_rank]
-            xb, yb = train.x[idx].to(device), train.y[idx].to(device)
-            loss, right = _step(net, opt, schedule, loss_fn, xb, yb, label, epoch, cfg)
-            totals += torch.tensor([loss * len(idx), right, len(idx)], dtype=torch.float64)
-        totals = totals.to(device)
-        torch.distributed.all_reduce(totals)
-        loss_sum, correct, seen = totals.tolist()
-        model.to("cpu")  # evaluation and everything after training run on the CPU
-        history.append(_epoch_end(model, epoch, loss_sum / seen, correct / seen, val, cfg, label))
-        model.to(device)
-    model.to("cpu").eval()
+    with on_device(model, *companions, device=device):
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        opt = _optimizer(net, cfg)
+        # the same seed on every rank (the pipeline seeds every process alike): the same shuffles
+        seed = int(torch.randint(0, 2**62, (1,)))
+        sampler = DistributedSampler(
+            range(len(train)), num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed
+        )
+        schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(sampler) // per_rank))
+        step = _Stepper(net, opt, schedule, loss_fn, label, cfg, runtime)
+        history: list[EpochLog] = []
+        for epoch in range(1, cfg.epochs + 1):
+            net.train()
+            sampler.set_epoch(epoch)
+            mine = train.with_indices(train.indices[torch.tensor(list(sampler))])
+            totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+            for xb, yb in mine.batches(per_rank, device=device):
+                loss, right = step(xb, yb, epoch)
+                totals += torch.tensor([loss * len(yb), right, len(yb)], dtype=torch.float64)
+            totals = totals.to(device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals.tolist()
+            history.append(_epoch_end(model, epoch, loss_sum / seen, correct / seen, val, cfg, label, device))
+    model.eval()
     return history
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for ``x`` in evaluation mode."""
+    """Logits for the tensor ``x`` in evaluation mode, on the model's device; returned on the CPU."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)])
 
 
-def evaluate(model: nn.Module, data: Split, batch_size: int = 1024) -> tuple[float, float]:
+@torch.inference_mode()
+def predict_split(
+    model: nn.Module, data: Split, batch_size: int = 1024, device: torch.device | None = None
+) -> torch.Tensor:
+    """Logits (N, classes) for every sample of ``data``, read batch by batch without augmentation;
+    computed on ``device`` (None: where the model is) and returned on the CPU."""
+    model.eval()
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    out = [model(xb).float().cpu() for xb, _ in data.for_eval().batches(batch_size, device=device)]
+    return torch.cat(out) if out else torch.zeros(0, data.num_classes)
+
+
+def evaluate(
+    model: nn.Module, data: Split, batch_size: int = 1024, device: torch.device | None = None
+) -> tuple[float, float]:
     """(top-1 accuracy, mean cross-entropy loss) on ``data``."""
-    logits = predict(model, data.x, batch_size)
-    accuracy = int((logits.argmax(1) == data.y).sum()) / len(data)
-    return accuracy, float(F.cross_entropy(logits, data.y))
+    logits = predict_split(model, data, batch_size, device)
+    labels = data.y
+    accuracy = int((logits.argmax(1) == labels).sum()) / len(data)
+    return accuracy, float(F.cross_entropy(logits, labels))

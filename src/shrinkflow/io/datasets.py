@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -11,7 +13,7 @@ from kedro.io import AbstractDataset, DatasetError
 
 from shrinkflow import plugins
 from shrinkflow.core import artifact as art
-from shrinkflow.core.data import DataError, RawData, Split, check_split
+from shrinkflow.core.data import DataError, RawData, Source, Split, TensorSource, check_source
 
 
 class ModelArtifactDataset(AbstractDataset[art.ModelArtifact, art.ModelArtifact]):
@@ -92,6 +94,33 @@ class CheckpointDataset(AbstractDataset[None, "art.Checkpoint | None"]):
         return {"filepath": self._filepath}
 
 
+def load_raw(plugin: str, options: dict[str, Any]) -> RawData:
+    """Call the data-set plugin ``plugin`` with ``options``; its RawData records both (``origin``)."""
+    loader = plugins.load(plugins.DATASETS, plugin)
+    try:
+        raw = loader(**options)
+    except TypeError as exc:
+        raise DatasetError(f"data set {plugin!r} rejected options {options}: {exc}") from exc
+    if not isinstance(raw, RawData):
+        raise DatasetError(f"data set plugin {plugin!r} returned {type(raw).__name__}; expected RawData")
+    raw.origin = {"plugin": plugin, "options": dict(options)}
+    return raw
+
+
+def _cached_raw(plugin: str, options: dict[str, Any]) -> RawData:
+    # the files' modification times are part of the key: a rewritten file is read again
+    stamps = [
+        Path(v).stat().st_mtime_ns if isinstance(v, str) and Path(v).exists() else None for v in options.values()
+    ]
+    return _cached(plugin, json.dumps(options, sort_keys=True), tuple(stamps))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(plugin: str, options_json: str, _stamps: tuple[int | None, ...]) -> RawData:
+    # the three splits of a stage share one source (MNIST is parsed once, a folder listed once)
+    return load_raw(plugin, json.loads(options_json))
+
+
 class PluginDataset(AbstractDataset[None, RawData]):
     """Raw data from a data-set plugin (entry-point group ``shrinkflow.datasets``), e.g.
     ``plugin: mnist`` with ``options: {path: ...}``."""
@@ -109,16 +138,7 @@ class PluginDataset(AbstractDataset[None, RawData]):
         return self._plugin
 
     def load(self) -> RawData:
-        loader = plugins.load(plugins.DATASETS, self._plugin)
-        try:
-            raw = loader(**self._options)
-        except TypeError as exc:
-            raise DatasetError(f"data set {self._plugin!r} rejected options {self._options}: {exc}") from exc
-        if not isinstance(raw, RawData):
-            raise DatasetError(
-                f"data set plugin {self._plugin!r} returned {type(raw).__name__}; expected RawData"
-            )
-        return raw
+        return load_raw(self._plugin, self._options)
 
     def save(self, data: RawData) -> None:
         raise DatasetError(f"data set {self._plugin!r} is read-only")
@@ -127,12 +147,22 @@ class PluginDataset(AbstractDataset[None, RawData]):
         return {"plugin": self._plugin, "options": self._options}
 
 
+#: what a split file holds (format 2): positions in a source and how to rebuild that source
+_FORMAT = "shrinkflow.split/2"
+_KEYS = {"format", "origin", "indices", "labels", "num_classes", "fingerprint", "transforms", "train", "channels"}
+
+
 class SplitDataset(AbstractDataset[Split, Split]):
-    """A train/val/test split in one ``.pt`` file: ``{"x", "y", "num_classes"}``, written atomically.
+    """A train/val/test split in one ``.pt`` file, written atomically: the positions of its samples
+    in the data set, their labels, the data-set plugin and options that rebuild the source
+    (``origin``), the source's fingerprint and the split's transforms. Not the samples: a split of
+    a million images is a few megabytes.
 
     Persisted (rather than kept in memory) so that each DVC stage, a separate ``kedro run
-    --pipelines <stage>``, reads exactly the split the data stage wrote. Read with
-    ``weights_only=True`` and checked like fresh data.
+    --pipelines <stage>``, reads exactly the split the data stage wrote. Loading rebuilds the source
+    through its plugin and refuses one whose layout or labels changed since the split was cut. A
+    split of a source made in memory (no plugin) stores its tensors instead. Read with
+    ``weights_only=True``.
     """
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
@@ -140,22 +170,63 @@ class SplitDataset(AbstractDataset[Split, Split]):
         self.metadata = metadata
 
     def load(self) -> Split:
+        where = f"split file {str(self._filepath)!r}"
         payload = art._read(Path(self._filepath), "split file")
-        if not isinstance(payload, dict) or set(payload) != {"x", "y", "num_classes"}:
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT or set(payload) - _KEYS - {"x", "y"}:
             keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
             raise DataError(
-                f"split file {str(self._filepath)!r} holds {keys}; expected keys ['num_classes', 'x', 'y']"
+                f"{where} holds {keys}; expected a {_FORMAT} split (keys {sorted(_KEYS)}): re-run the data stage"
             )
-        split = Split(payload["x"], payload["y"], int(payload["num_classes"]))
-        return check_split(split, str(self._filepath))
+        origin = payload["origin"]
+        if origin is None:
+            source: Source = TensorSource(payload["x"], payload["y"], int(payload["num_classes"]))
+        else:
+            raw = _cached_raw(origin["plugin"], origin["options"])
+            source = raw.test if origin["part"] == "test" else raw.data
+            if source is None:
+                raise DataError(f"{where} was cut from the test set of {origin}, which has none now")
+        check_source(source, where)
+        indices = payload["indices"]
+        if source.fingerprint() != payload["fingerprint"] or (len(indices) and int(indices.max()) >= len(source)):
+            raise DataError(
+                f"{where} was cut from {origin or 'tensors'} with fingerprint {payload['fingerprint'][:12]}; "
+                f"that data set now has {len(source)} samples and fingerprint {source.fingerprint()[:12]} "
+                "(files or labels changed): re-run the data stage"
+            )
+        if source.num_classes != int(payload["num_classes"]) or not torch.equal(source.labels[indices], payload["labels"]):
+            raise DataError(f"{where}: the labels of its samples differ from the data set's now: re-run the data stage")
+        return Split(
+            source,
+            indices,
+            transforms=tuple(json.loads(payload["transforms"])),
+            train=bool(payload["train"]),
+            channels=payload["channels"],
+            origin=origin,
+        )
 
     def save(self, data: Split) -> None:
         if not isinstance(data, Split):
             raise DatasetError(f"{self._filepath}: expected a Split to save, got {type(data).__name__}")
+        payload: dict[str, Any] = {
+            "format": _FORMAT,
+            "origin": data.origin,
+            "indices": data.indices.contiguous(),
+            "labels": data.y.contiguous(),
+            "num_classes": data.num_classes,
+            "fingerprint": data.source.fingerprint(),
+            "transforms": json.dumps(list(data.transforms)),
+            "train": data.train,
+            "channels": data.channels,
+        }
+        if data.origin is None:
+            if not isinstance(data.source, TensorSource):
+                raise DatasetError(
+                    f"{self._filepath}: a split of {type(data.source).__name__} without a plugin origin "
+                    "cannot be stored; load the data through a data-set plugin"
+                )
+            payload.update(x=data.source.x.contiguous(), y=data.source.y.contiguous())
         buffer = io.BytesIO()
-        torch.save(
-            {"x": data.x.contiguous(), "y": data.y.contiguous(), "num_classes": data.num_classes}, buffer
-        )
+        torch.save(payload, buffer)
         art.atomic_write(Path(self._filepath), buffer.getvalue())
 
     def _exists(self) -> bool:

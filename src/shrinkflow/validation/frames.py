@@ -22,43 +22,72 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinkflow.core.data import DataError, RawData, Split, modality
+from shrinkflow.core.data import DataError, RawData, Source, Split, modality
+from shrinkflow.core.transforms import to_float
 from shrinkflow.validation.tables import column_stats
 
 __all__ = ["FRAMES", "data_modality", "quality_table", "sample_stats", "split_summary"]
 
 
-def _part_stats(split: Split, part: str) -> pd.DataFrame:
-    n = len(split)
-    flat = split.x.reshape(n, -1) if n else split.x.reshape(0, 1)
+#: samples read at once from an in-memory source
+_CHUNK = 4096
+
+
+def _pixel_stats(flat: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-row statistics of (n, pixels) values: min/max/mean over the finite ones, NaN and inf counts."""
     finite = torch.isfinite(flat)
-    big = torch.finfo(flat.dtype).max if torch.is_floating_point(flat) else 0
+    big = torch.finfo(flat.dtype).max
     # min/max/mean over the finite pixels only: NaN and inf are counted in their own columns
-    lo = torch.where(finite, flat, torch.full_like(flat, big)).amin(1) if n else torch.empty(0)
-    hi = torch.where(finite, flat, torch.full_like(flat, -big)).amax(1) if n else torch.empty(0)
+    lo = torch.where(finite, flat, torch.full_like(flat, big)).amin(1)
+    hi = torch.where(finite, flat, torch.full_like(flat, -big)).amax(1)
     total = torch.where(finite, flat, torch.zeros_like(flat)).sum(1)
-    mean = total / finite.sum(1).clamp(min=1)
-    labels = split.y.numpy()
+    return {
+        "min": lo.numpy().astype(float),
+        "max": hi.numpy().astype(float),
+        "mean": (total / finite.sum(1).clamp(min=1)).numpy().astype(float),
+        "nan_count": torch.isnan(flat).sum(1).numpy(),
+        "inf_count": torch.isinf(flat).sum(1).numpy(),
+    }
+
+
+def _streamed_stats(source: Source) -> dict[str, np.ndarray]:
+    """Per-sample statistics read chunk by chunk (an in-memory source) or image by image (files,
+    whose sizes may differ): memory holds one chunk, never the data set."""
+    n = len(source)
+    columns: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, _CHUNK):
+        idx = torch.arange(start, min(start + _CHUNK, n))
+        x = source.batch(idx)
+        items = [x] if x is not None else [source.item(int(i))[None] for i in idx]
+        for batch in items:
+            batch = to_float(batch)
+            stats = _pixel_stats(batch.reshape(batch.shape[0], -1).float())
+            c, h, w = (int(d) for d in batch.shape[1:]) if batch.ndim == 4 else (0, 0, 0)
+            stats.update(channels=np.full(batch.shape[0], c), height=np.full(batch.shape[0], h),
+                         width=np.full(batch.shape[0], w))  # fmt: skip
+            for key, value in stats.items():
+                columns.setdefault(key, []).append(value)
+    return {key: np.concatenate(parts) for key, parts in columns.items()}
+
+
+def _part_stats(source: Source, part: str) -> pd.DataFrame:
+    n = len(source)
+    labels = source.labels.numpy()
     counts = pd.Series(labels).value_counts()
-    c, h, w = (int(d) for d in split.x.shape[1:]) if split.x.ndim == 4 else (0, 0, 0)
+    stats = _streamed_stats(source) if n else {
+        k: np.zeros(0) for k in ("min", "max", "mean", "nan_count", "inf_count", "channels", "height", "width")
+    }  # fmt: skip
     return pd.DataFrame(
         {
             "part": part,
             "sample": [f"{part}[{i}]" for i in range(n)],
             "label": labels,
-            "min": lo.numpy().astype(float),
-            "max": hi.numpy().astype(float),
-            "mean": mean.numpy().astype(float),
-            "nan_count": torch.isnan(flat).sum(1).numpy(),
-            "inf_count": torch.isinf(flat).sum(1).numpy(),
-            "channels": c,
-            "height": h,
-            "width": w,
-            "num_classes": split.num_classes,
+            **{k: stats[k] for k in ("min", "max", "mean", "nan_count", "inf_count", "channels", "height", "width")},
+            "num_classes": source.num_classes,
             # classes of 0..num_classes-1 that occur (labels outside that range are checked apart)
-            "classes_present": int(((counts.index >= 0) & (counts.index < split.num_classes)).sum()),
+            "classes_present": int(((counts.index >= 0) & (counts.index < source.num_classes)).sum()),
             # this sample's class share over an even share: 1.0 everywhere for a balanced set
-            "class_balance": (pd.Series(labels).map(counts) * split.num_classes / max(n, 1)).to_numpy(
+            "class_balance": (pd.Series(labels).map(counts) * source.num_classes / max(n, 1)).to_numpy(
                 dtype=float
             ),
         }
@@ -66,7 +95,8 @@ def _part_stats(split: Split, part: str) -> pd.DataFrame:
 
 
 def sample_stats(raw: RawData) -> pd.DataFrame:
-    """One row per sample of the pool (``part`` = ``data``) and of the fixed test set (``test``)."""
+    """One row per sample of the pool (``part`` = ``data``) and of the fixed test set (``test``),
+    computed streaming: a chunk of an in-memory source, or one image file, at a time."""
     parts = [_part_stats(raw.data, "data")]
     if raw.test is not None:
         parts.append(_part_stats(raw.test, "test"))
@@ -74,8 +104,10 @@ def sample_stats(raw: RawData) -> pd.DataFrame:
 
 
 def _fingerprints(split: Split) -> set[bytes]:
-    rows = split.x.reshape(len(split), -1).contiguous().numpy()
-    return {row.tobytes() for row in rows}
+    keys: set[bytes] = set()
+    for start in range(0, len(split), _CHUNK):
+        keys.update(split.source.content_keys(split.indices[start : start + _CHUNK]))
+    return keys
 
 
 def split_summary(
@@ -84,8 +116,9 @@ def split_summary(
     """One row per split: ``rows``; ``share`` of the pool the split was cut from (train + val, plus
     test when the test set was carved out of the data) against the configured ``expected_share``
     (empty for a data set's fixed test set), ``share_error`` = their distance; ``shared_samples``:
-    how many of its images also occur, byte for byte, in another split (leakage, including
-    duplicates in the source data); ``classes`` present."""
+    how many of its samples also occur, byte for byte, in another split (leakage, including
+    duplicates in the source data: equal tensors, or equal files for a source of files);
+    ``classes`` present."""
     splits = {"train": train, "val": val, "test": test}
     pool = len(train) + len(val) + (0 if fixed_test else len(test))
     expected = {

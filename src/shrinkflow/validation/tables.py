@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from shrinkflow.core.data import RawData, Split
+from shrinkflow.core.data import RawData, TensorSource
 
 __all__ = ["column_stats"]
 
@@ -35,7 +35,7 @@ def _finite_stats(x: torch.Tensor) -> dict[str, np.ndarray]:
     }
 
 
-def _part_columns(split: Split, part: str, names: tuple[str, ...] | None) -> pd.DataFrame:
+def _part_columns(split: TensorSource, part: str, names: tuple[str, ...] | None) -> pd.DataFrame:
     n, n_features = split.x.shape[0], int(split.x.shape[1]) if split.x.ndim == 2 else 0
     x = split.x.reshape(n, n_features)
     names = names or tuple(f"x[:, {i}]" for i in range(n_features))

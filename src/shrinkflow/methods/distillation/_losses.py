@@ -212,7 +212,7 @@ def distill(
         ctx.train_model(student, loss_fn, label=label)
         return student
 
-    with Hints(student, teacher, student_layer, teacher_layer, ctx.train.x[:2]) as hints:
+    with Hints(student, teacher, student_layer, teacher_layer, ctx.probe()) as hints:
 
         def hint_loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():

@@ -82,25 +82,34 @@ def finetune_and_remove(model: nn.Module, layers: Layers, ctx: Context, label: s
 
 
 def weight_gradients(
-    model: nn.Module, layers: Layers, data: Split, batches: int, batch_size: int
+    model: nn.Module,
+    layers: Layers,
+    data: Split,
+    batches: int,
+    batch_size: int,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Yield dL/dW (cross-entropy) of each layer's weight, for ``batches`` shuffled mini-batches.
 
     Batches are drawn from torch's global RNG (seeded runs see the same ones), cycling through the data
     when more samples are asked for than it holds; ``batch_size`` is capped at the data size. The model
     runs in eval mode (dropout off, batch-norm statistics untouched) and ``.grad`` fields are not
-    touched: scoring changes nothing in the model.
+    touched: scoring changes nothing in the model. Computed on ``device`` (the stage's; the model
+    is back on the CPU after) without augmentation; gradients are yielded on the CPU.
     """
+    device = device or torch.device("cpu")
+    data = data.for_eval()
     n = len(data)
     size = min(batch_size, n)
     order = torch.cat([torch.randperm(n) for _ in range(-(-batches * size // n))])
     weights = [m.weight for _, m in layers]
     was_training = model.training
     model.eval()
+    model.to(device)
     try:
         for b in range(batches):
-            idx = order[b * size : (b + 1) * size]
-            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
-            yield torch.autograd.grad(loss, weights)
+            x, y = data.take(order[b * size : (b + 1) * size])
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            yield tuple(g.cpu() for g in torch.autograd.grad(loss, weights))
     finally:
-        model.train(was_training)
+        model.to("cpu").train(was_training)

@@ -24,6 +24,7 @@ from torch import nn
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.data import Split
 from shrinkflow.core.method import Context, Method
+from shrinkflow.core.runtime import on_device
 
 IMPORTANCES = ("l1", "l2", "taylor", "random")
 _TAYLOR_BATCH = 64
@@ -100,21 +101,24 @@ def _kept_layers(model: nn.Module, cfg: ChannelConfig, num_classes: int) -> list
     return [modules[n] for n in names]
 
 
-def _taylor_gradients(model: nn.Module, train: Split, batches: int) -> None:
+def _taylor_gradients(model: nn.Module, train: Split, batches: int, device: torch.device) -> None:
     """Accumulate cross-entropy gradients over a few random training batches (eval mode: no
-    dropout noise, batch-norm statistics untouched)."""
+    dropout noise, batch-norm statistics untouched; no augmentation), on ``device``; the model
+    and its ``.grad`` fields are back on the CPU after."""
     model.eval()
     model.zero_grad(set_to_none=True)
+    train = train.for_eval()
     order = torch.randperm(len(train))[: batches * _TAYLOR_BATCH]
-    for start in range(0, len(order), _TAYLOR_BATCH):
-        idx = order[start : start + _TAYLOR_BATCH]
-        F.cross_entropy(model(train.x[idx]), train.y[idx]).backward()
+    with on_device(model, device=device):
+        for start in range(0, len(order), _TAYLOR_BATCH):
+            x, y = train.take(order[start : start + _TAYLOR_BATCH])
+            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
 
 
 def channel_prune(model: nn.Module, cfg: ChannelConfig, ctx: Context) -> nn.Module:
     pruner = tp.pruner.BasePruner(
         model,
-        ctx.train.x[:2],
+        ctx.probe(),
         importance=_importance(cfg.importance),
         global_pruning=cfg.global_pruning,
         pruning_ratio=cfg.ratio,
@@ -123,7 +127,7 @@ def channel_prune(model: nn.Module, cfg: ChannelConfig, ctx: Context) -> nn.Modu
     )
     for step in range(1, cfg.iterative_steps + 1):
         if cfg.importance == "taylor":
-            _taylor_gradients(model, ctx.train, cfg.taylor_batches)
+            _taylor_gradients(model, ctx.train, cfg.taylor_batches, ctx.runtime.device)
         pruner.step()
         model.zero_grad(set_to_none=True)
         ctx.train_model(model, label=f"channel finetune {step}/{cfg.iterative_steps}")

@@ -70,7 +70,7 @@ def snip_scores(
 ) -> list[torch.Tensor]:
     """|w * g| with g the gradient summed over the scoring batches, one tensor per layer."""
     totals = [torch.zeros_like(m.weight) for _, m in layers]
-    for grads in weight_gradients(model, layers, ctx.train, cfg.batches, cfg.batch_size):
+    for grads in weight_gradients(model, layers, ctx.train, cfg.batches, cfg.batch_size, ctx.runtime.device):
         for total, g in zip(totals, grads, strict=True):
             total += g
     return [(m.weight.detach() * total).abs() for (_, m), total in zip(layers, totals, strict=True)]

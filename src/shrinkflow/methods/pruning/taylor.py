@@ -49,7 +49,7 @@ def taylor_scores(
     """sum over batches of |w * dL/dw|, one tensor per layer (weights' shapes)."""
     weights = [m.weight.detach() for _, m in layers]
     scores = [torch.zeros_like(w) for w in weights]
-    for grads in weight_gradients(model, layers, ctx.train, cfg.batches, cfg.batch_size):
+    for grads in weight_gradients(model, layers, ctx.train, cfg.batches, cfg.batch_size, ctx.runtime.device):
         for score, w, g in zip(scores, weights, grads, strict=True):
             score += (w * g).abs()
     return scores

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 distill_model,
-                ["teacher_model", "pruned_model", "train_set", "val_set", "params:distill"],
+                ["teacher_model", "pruned_model", "train_set", "val_set", "params:distill", "params:runtime"],
                 ["distilled_model", "distill_record"],
                 name="distill",
             )

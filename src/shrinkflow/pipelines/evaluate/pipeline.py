@@ -10,7 +10,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 evaluate_model,
-                ["model", "teacher", "test_set", "params:evaluate"],
+                ["model", "teacher", "test_set", "params:evaluate", "params:runtime"],
                 "metrics",
                 name="evaluate",
             )
@@ -23,7 +23,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 namespace=stage,
                 inputs={"model": f"{stage}_model", "teacher": "teacher_model", "test_set": "test_set"},
                 outputs={"metrics": f"{stage}_metrics"},
-                parameters={"params:evaluate": "params:evaluate"},
+                parameters={"params:evaluate": "params:evaluate", "params:runtime": "params:runtime"},
             )
             for stage in MODELS
         ),

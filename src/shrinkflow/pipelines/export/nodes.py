@@ -17,5 +17,5 @@ def export_onnx(
     """The ONNX file, and the export run in ONNX Runtime beside the PyTorch model: accuracy,
     agreement of predictions, size, latency and throughput."""
     calibration = calibration_batches(train, cfg.calibration_batches, cfg.batch_size)
-    exported = export_artifact(model, test.x[:2], calibration, cfg)
+    exported = export_artifact(model, test.for_eval().head(2), calibration, cfg)
     return exported.data, evaluate_onnx(exported, model, test, measure)

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 prune_model,
-                ["teacher_model", "train_set", "val_set", "params:prune"],
+                ["teacher_model", "train_set", "val_set", "params:prune", "params:runtime"],
                 ["pruned_model", "prune_record"],
                 name="prune",
             )

@@ -8,7 +8,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 quantize_model,
-                ["distilled_model", "teacher_model", "train_set", "val_set", "params:quantize"],
+                ["distilled_model", "teacher_model", "train_set", "val_set", "params:quantize", "params:runtime"],
                 ["quantized_model", "quantize_record"],
                 name="quantize",
             )
