@@ -30,7 +30,7 @@ def decode(file: Path, channels: int) -> torch.Tensor:
 
     try:
         with Image.open(file) as im:
-            array = np.asarray(im.convert(_MODES[channels]), dtype=np.uint8)
+            array = np.array(im.convert(_MODES[channels]), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
         raise DataError(f"image file {str(file)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
     return torch.from_numpy(array[None] if channels == 1 else array.transpose(2, 0, 1).copy())
@@ -108,7 +108,7 @@ class TorchvisionSource(Source):
         image = self.dataset[index][0]
         if isinstance(image, torch.Tensor):
             return image if image.ndim == 3 else image[None]
-        array = np.asarray(image, dtype=np.uint8)
+        array = np.array(image, dtype=np.uint8)
         return torch.from_numpy(array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy())
 
     def describe(self, index: int) -> str:

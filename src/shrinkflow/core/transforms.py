@@ -97,8 +97,8 @@ def build_steps(steps: Sequence[Any], key: str = "transforms") -> list[tuple[str
 
 def _for_eval(cls: str, transform: v2.Transform) -> list[v2.Transform]:
     if cls == "RandomResizedCrop":
-        size = list(transform.size)
-        return [v2.Resize([round(s / _EVAL_CROP) for s in size]), v2.CenterCrop(size)]
+        size = list(transform.size)  # the shorter side to size / 0.875, then the centre crop
+        return [v2.Resize(round(max(size) / _EVAL_CROP)), v2.CenterCrop(size)]
     if cls == "RandomCrop":
         return [v2.CenterCrop(list(transform.size))]
     return []
