@@ -24,7 +24,7 @@ KINDS = ["float", "pruned", "quantized"]
 @pytest.fixture
 def data() -> Split:
     g = torch.Generator().manual_seed(0)
-    return Split(torch.rand(32, 1, 8, 8, generator=g), torch.arange(32) % 10, 10)
+    return Split.of(torch.rand(32, 1, 8, 8, generator=g), torch.arange(32) % 10, 10)
 
 
 @pytest.fixture

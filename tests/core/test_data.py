@@ -7,22 +7,30 @@ import math
 import pytest
 import torch
 
-from shrinkflow.core.data import DataError, RawData, Split, calibration_batches, check_split, split_data
+from shrinkflow.core.data import (
+    DataError,
+    RawData,
+    Split,
+    TensorSource,
+    calibration_batches,
+    check_source,
+    split_data,
+)
 
 
 def _indexed(raw: RawData) -> RawData:
     """A copy of ``raw`` whose sample i carries its own index in pixel (0, 0, 0)."""
     x = raw.data.x.clone()
     x[:, 0, 0, 0] = torch.arange(len(raw.data), dtype=x.dtype)
-    return RawData(raw.name, Split(x, raw.data.y.clone(), raw.data.num_classes))
+    return RawData(raw.name, TensorSource(x, raw.data.y.clone(), raw.data.num_classes))
 
 
 def _ids(split: Split) -> list[int]:
     return split.x[:, 0, 0, 0].long().tolist()
 
 
-def _good(n: int = 6) -> Split:
-    return Split(torch.rand(n, 1, 4, 4), torch.arange(n) % 3, 3)
+def _good(n: int = 6) -> TensorSource:
+    return TensorSource(torch.rand(n, 1, 4, 4), torch.arange(n) % 3, 3)
 
 
 # --- split_data -----------------------------------------------------------------------------------
@@ -79,7 +87,7 @@ def test_stratification_keeps_class_proportions(digits_raw):
 def test_stratification_keeps_a_rare_class_in_every_split():
     # 10 samples of class 1 among 190 of class 0: a plain shuffle often leaves val without class 1
     y = torch.cat([torch.zeros(190, dtype=torch.int64), torch.ones(10, dtype=torch.int64)])
-    raw = RawData("rare", Split(torch.rand(200, 1, 2, 2), y, 2))
+    raw = RawData("rare", TensorSource(torch.rand(200, 1, 2, 2), y, 2))
     for seed in range(5):
         train, val, test = split_data(raw, 0.2, 0.2, seed=seed)
         assert [int(s.y.sum()) for s in (train, val, test)] == [6, 2, 2]
@@ -87,7 +95,7 @@ def test_stratification_keeps_a_rare_class_in_every_split():
 
 def test_a_class_with_one_sample_falls_back_to_a_plain_split():
     y = torch.cat([torch.arange(20) % 2, torch.tensor([2])])  # class 2 appears once
-    raw = _indexed(RawData("odd", Split(torch.rand(21, 1, 2, 2), y, 3)))
+    raw = _indexed(RawData("odd", TensorSource(torch.rand(21, 1, 2, 2), y, 3)))
     train, val, test = split_data(raw, 0.2, 0.2, seed=0)
     assert sorted(_ids(train) + _ids(val) + _ids(test)) == list(range(21))
 
@@ -102,11 +110,11 @@ def test_the_same_seed_gives_the_same_split_and_another_seed_does_not(digits_raw
 
 
 def test_a_fixed_test_set_is_kept_as_is(digits_raw):
-    pool = _indexed(RawData("d", Split(digits_raw.data.x[:1000], digits_raw.data.y[:1000], 10))).data
-    fixed = Split(digits_raw.data.x[1000:1100].clone(), digits_raw.data.y[1000:1100].clone(), 10)
+    pool = _indexed(RawData("d", TensorSource(digits_raw.data.x[:1000], digits_raw.data.y[:1000], 10))).data
+    fixed = TensorSource(digits_raw.data.x[1000:1100].clone(), digits_raw.data.y[1000:1100].clone(), 10)
     raw = RawData("d", pool, fixed)
     train, val, test = split_data(raw, 0.25, 0.4, seed=0)  # test_fraction is unused
-    assert test is fixed
+    assert test.source is fixed and torch.equal(test.indices, torch.arange(100))
     assert torch.equal(test.x, digits_raw.data.x[1000:1100]) and torch.equal(
         test.y, digits_raw.data.y[1000:1100]
     )
@@ -115,7 +123,7 @@ def test_a_fixed_test_set_is_kept_as_is(digits_raw):
 
 
 def test_a_fixed_test_set_of_another_image_shape_is_refused():
-    raw = RawData("m", _good(), Split(torch.rand(4, 1, 5, 5), torch.zeros(4, dtype=torch.int64), 3))
+    raw = RawData("m", _good(30), TensorSource(torch.rand(4, 1, 5, 5), torch.zeros(4, dtype=torch.int64), 3))
     with pytest.raises(DataError, match=r"m: test samples are \(1, 5, 5\), training samples \(1, 4, 4\)"):
         split_data(raw, 0.2, 0.2, seed=0)
 
@@ -125,7 +133,7 @@ def test_split_data_checks_the_pool_and_the_test_set():
     bad.x[0, 0, 0, 0] = math.nan
     with pytest.raises(DataError, match=r"^pool data: images contain 1 NaN"):
         split_data(RawData("pool", bad), 0.2, 0.2, seed=0)
-    bad_test = Split(torch.rand(2, 1, 4, 4), torch.tensor([0, 5]), 3)
+    bad_test = TensorSource(torch.rand(2, 1, 4, 4), torch.tensor([0, 5]), 3)
     with pytest.raises(DataError, match=r"^pool test: labels range over \[0, 5\]"):
         split_data(RawData("pool", _good(), bad_test), 0.2, 0.2, seed=0)
 
@@ -134,18 +142,18 @@ def test_split_data_checks_the_pool_and_the_test_set():
 
 
 def test_split_len_shape_and_subset():
-    s = Split(torch.rand(5, 3, 4, 6), torch.arange(5) % 2, 2)
+    s = Split.of(torch.rand(5, 3, 4, 6), torch.arange(5) % 2, 2)
     assert len(s) == 5 and s.input_shape == (3, 4, 6)
     sub = s.subset(2)
     assert len(sub) == 2 and torch.equal(sub.x, s.x[:2]) and sub.num_classes == 2
 
 
-# --- check_split ----------------------------------------------------------------------------------
+# --- check_source ---------------------------------------------------------------------------------
 
 
-def test_a_good_split_is_returned_unchanged():
+def test_a_good_source_is_returned_unchanged():
     s = _good()
-    assert check_split(s, "train") is s
+    assert check_source(s, "train") is s
 
 
 @pytest.mark.parametrize(
@@ -169,7 +177,7 @@ def test_a_good_split_is_returned_unchanged():
         (
             torch.rand(5, 1, 4, 4),
             torch.zeros(5, 1, dtype=torch.int64),
-            r"labels have shape \(5, 1\) for 5 images",
+            r"^s: labels have shape \(5, 1\) and dtype torch.int64; expected \(N,\) int64$",
         ),
         (
             torch.rand(0, 1, 4, 4),
@@ -177,16 +185,16 @@ def test_a_good_split_is_returned_unchanged():
             r"^s: no samples; expected at least one$",
         ),
         (
-            torch.zeros(5, 1, 4, 4, dtype=torch.uint8),
+            torch.zeros(5, 1, 4, 4, dtype=torch.int32),
             torch.zeros(5, dtype=torch.int64),
-            r"^s: images have dtype torch.uint8; expected a floating dtype$",
+            r"^s: images have dtype torch.int32; expected a floating dtype or uint8$",
         ),
         (
             torch.rand(5, 1, 4, 4),
             torch.zeros(5, dtype=torch.int32),
-            r"^s: labels have dtype torch.int32; expected torch.int64$",
+            r"^s: labels have shape \(5,\) and dtype torch.int32; expected \(N,\) int64$",
         ),
-        (torch.rand(5, 1, 4, 4), torch.zeros(5), r"labels have dtype torch.float32; expected torch.int64"),
+        (torch.rand(5, 1, 4, 4), torch.zeros(5), r"labels have shape \(5,\) and dtype torch.float32; expected \(N,\) int64"),
         (
             torch.rand(5, 1, 4, 4),
             torch.tensor([0, 1, 2, 3, 1]),
@@ -204,37 +212,47 @@ def test_a_good_split_is_returned_unchanged():
         "count",
         "2d-labels",
         "empty",
-        "uint8",
+        "int32-images",
         "int32-labels",
         "float-labels",
         "label-too-big",
         "label-negative",
     ],
 )
-def test_check_split_errors_name_the_split_and_the_problem(x, y, message):
+def test_check_source_errors_name_the_source_and_the_problem(x, y, message):
     with pytest.raises(DataError, match=message):
-        check_split(Split(x, y, 3), "s")
+        check_source(TensorSource(x, y, 3), "s")
+
+
+def test_uint8_images_are_accepted_and_read_as_floats_in_the_unit_range():
+    # MNIST and uint8 npz images are held as uint8; batches divide them by 255
+    x = torch.tensor([0, 51, 255, 102], dtype=torch.uint8).reshape(4, 1, 1, 1)
+    source = TensorSource(x, torch.arange(4) % 3, 3)
+    assert check_source(source, "s") is source
+    split = Split(source, torch.arange(4))
+    assert split.x.dtype == torch.float32
+    assert split.x.flatten().tolist() == pytest.approx([0.0, 0.2, 1.0, 0.4])
 
 
 def test_nan_images_are_counted():
     x = torch.rand(5, 1, 4, 4)
     x[0, 0, 0, 0] = x[3, 0, 1, 2] = x[4, 0, 3, 3] = math.nan
     with pytest.raises(DataError, match=r"^train: images contain 3 NaN"):
-        check_split(Split(x, torch.zeros(5, dtype=torch.int64), 3), "train")
+        check_source(TensorSource(x, torch.zeros(5, dtype=torch.int64), 3), "train")
 
 
 def test_infinite_images_are_refused():
     x = torch.rand(5, 1, 4, 4)
     x[1, 0, 0, 0] = math.inf
     with pytest.raises(DataError, match=r"^train: images contain .*non-finite values; expected none$"):
-        check_split(Split(x, torch.zeros(5, dtype=torch.int64), 3), "train")
+        check_source(TensorSource(x, torch.zeros(5, dtype=torch.int64), 3), "train")
 
 
 def test_the_largest_valid_label_is_num_classes_minus_one():
-    s = Split(torch.rand(3, 1, 2, 2), torch.tensor([0, 9, 9]), 10)
-    assert check_split(s, "s") is s
+    s = TensorSource(torch.rand(3, 1, 2, 2), torch.tensor([0, 9, 9]), 10)
+    assert check_source(s, "s") is s
     with pytest.raises(DataError, match=r"expected 0 <= label < 9"):
-        check_split(Split(s.x, s.y, 9), "s")
+        check_source(TensorSource(s.x, s.y, 9), "s")
 
 
 def test_calibration_draws_the_configured_number_of_samples(digits_splits):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from shrinkflow.core.data import DataError, check_split
+from shrinkflow.core.data import DataError, Source, Split, check_source
 from shrinkflow.core.datasets import digits, mnist, read_idx
 
 IMAGES_MAGIC = 0x00000803
@@ -48,6 +48,11 @@ def _write(folder: Path, arrays: dict[str, np.ndarray], gz: bool = True) -> None
         (folder / (stem + (".gz" if gz else ""))).write_bytes(gzip.compress(data) if gz else data)
 
 
+def _read(source: Source) -> torch.Tensor:
+    """Every input of ``source`` as a split reads it: float32, uint8 scaled to [0, 1]."""
+    return Split(source, torch.arange(len(source))).x
+
+
 def test_header_helper_writes_the_mnist_magic_numbers():
     assert _idx(np.zeros((2, 3, 4), np.uint8))[:4] == IMAGES_MAGIC.to_bytes(4, "big")
     assert _idx(np.zeros(2, np.uint8))[:4] == LABELS_MAGIC.to_bytes(4, "big")
@@ -62,13 +67,18 @@ def test_mnist_reads_idx_files_and_scales_to_unit_range(tmp_path, gz):
     assert raw.name == "mnist" and raw.test is not None
     for split, prefix in ((raw.data, "train"), (raw.test, "t10k")):
         images, labels = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
-        assert split.x.shape == (len(labels), 1, 5, 5) and split.x.dtype == torch.float32
+        # held as uint8 (a quarter of float32), scaled to [0, 1] as batches are read
+        assert split.x.shape == (len(labels), 1, 5, 5) and split.x.dtype == torch.uint8
+        assert torch.equal(split.x, torch.from_numpy(images).unsqueeze(1))
         assert split.y.dtype == torch.int64 and split.y.tolist() == labels.tolist()
         assert split.num_classes == 10
-        assert torch.equal(split.x, torch.from_numpy(images).float().unsqueeze(1) / 255.0)
-        check_split(split, prefix)
-    assert float(raw.data.x[0, 0, 0, 0]) == 0.0 and float(raw.data.x[0, 0, 0, 1]) == 1.0
-    assert float(raw.data.x.min()) >= 0.0 and float(raw.data.x.max()) <= 1.0
+        read = _read(split)
+        assert read.dtype == torch.float32
+        assert torch.equal(read, torch.from_numpy(images).float().unsqueeze(1) / 255.0)
+        check_source(split, prefix)
+    data = _read(raw.data)
+    assert float(data[0, 0, 0, 0]) == 0.0 and float(data[0, 0, 0, 1]) == 1.0
+    assert float(data.min()) >= 0.0 and float(data.max()) <= 1.0
 
 
 def test_gzipped_and_plain_files_can_be_mixed_and_gz_wins(tmp_path):
@@ -217,7 +227,7 @@ def test_digits_is_embedded_and_scaled():
     assert torch.equal(x * 16, (x * 16).round())  # 17 grey levels, 0..16, scaled by 1/16
     assert torch.bincount(y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
     assert raw.data.num_classes == 10
-    check_split(raw.data, "digits")
+    check_source(raw.data, "digits")
 
 
 # --- npz -------------------------------------------------------------------------------------
@@ -233,7 +243,8 @@ def test_npz_reads_uint8_and_float_images_and_a_fixed_test_set(tmp_path):
     )
     raw = npz(str(path))
     assert raw.name == "mine" and raw.data.x.shape == (2, 1, 3, 4) and raw.test.x.shape == (1, 1, 3, 4)
-    assert torch.allclose(raw.data.x[0, 0], torch.from_numpy(x[0] / 255.0).float())
+    assert raw.data.x.dtype == torch.uint8 and torch.equal(raw.data.x[:, 0], torch.from_numpy(x))
+    assert torch.allclose(_read(raw.data)[0, 0], torch.from_numpy(x[0] / 255.0).float())
     assert float(raw.test.x.max()) == 0.5
     assert raw.data.num_classes == raw.test.num_classes == 3  # largest label + 1
     np.savez(path, x=x, y=np.array([0, 2]), num_classes=10)
@@ -301,21 +312,28 @@ def test_image_folder_labels_by_sorted_class_folder_and_scales(tmp_path):
     _pngs(tmp_path / "test", {"ant": [6], "cat": [6]})
     (tmp_path / "train/cat/notes.txt").write_text("not an image")
     raw = image_folder(str(tmp_path / "train"), test_path=str(tmp_path / "test"))
-    assert raw.data.x.shape == (3, 1, 6, 6) and raw.data.y.tolist() == [0, 1, 1]  # ant=0, cat=1
-    assert raw.data.x[1].max().item() == pytest.approx(51 / 255)
-    assert raw.test.y.tolist() == [0, 1] and raw.data.num_classes == 2
+    x = _read(raw.data)
+    assert x.shape == (3, 1, 6, 6) and raw.data.labels.tolist() == [0, 1, 1]  # ant=0, cat=1
+    assert x[1].max().item() == pytest.approx(51 / 255)
+    assert raw.test.labels.tolist() == [0, 1] and raw.data.num_classes == 2
     rgb = tmp_path / "rgb"
     _pngs(rgb, {"a": [4], "b": [4]}, mode="RGB")
-    assert image_folder(str(rgb), channels=3).data.x.shape == (2, 3, 4, 4)
+    assert _read(image_folder(str(rgb), channels=3).data).shape == (2, 3, 4, 4)
 
 
-def test_image_folder_refuses_mixed_sizes_naming_an_example_of_each(tmp_path):
+def test_image_folder_refuses_mixed_sizes_in_a_batch_naming_an_example_of_each(tmp_path):
     _pngs(tmp_path, {"a": [8, 8, 8], "b": [8, 9]})
+    raw = image_folder(str(tmp_path))  # files are listed, not decoded: loading succeeds
+    assert len(raw.data) == 5
     with pytest.raises(DataError) as err:
-        image_folder(str(tmp_path))
+        _read(raw.data)
     text = str(err.value)
-    assert "holds images of 2 sizes (8x8 px: 4 files" in text and "9x9 px: 1 files" in text
-    assert str(tmp_path / "b" / "1.png") in text and "expected one size for all" in text
+    assert "one batch holds samples of 2 shapes ((1, 8, 8) e.g." in text and "(1, 9, 9) e.g." in text
+    assert str(tmp_path / "a" / "0.png") in text and str(tmp_path / "b" / "1.png") in text
+    assert "expected one shape: add a `resize`" in text
+    # a batch of same-sized files reads; a resize step makes the whole folder one size
+    assert Split(raw.data, torch.arange(4)).x.shape == (4, 1, 8, 8)
+    assert Split(raw.data, torch.arange(5), transforms=({"resize": [8, 8]},)).x.shape == (5, 1, 8, 8)
 
 
 def test_image_folder_errors(tmp_path):
@@ -326,8 +344,9 @@ def test_image_folder_errors(tmp_path):
         image_folder(str(tmp_path / "empty"))
     _pngs(tmp_path / "data", {"a": [4]})
     (tmp_path / "data/a/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    broken = image_folder(str(tmp_path / "data")).data  # decoded when read, not when listed
     with pytest.raises(DataError, match=r"image file '.*broken.png' cannot be read"):
-        image_folder(str(tmp_path / "data"))
+        _read(broken)
     _pngs(tmp_path / "t", {"zebra": [4]})
     (tmp_path / "data/a/broken.png").unlink()
     with pytest.raises(DataError, match=r"has classes \['zebra'\] that the training folder lacks"):

@@ -47,7 +47,7 @@ def _train(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     assert distributed.init(timeout_s=120)
     data = digits().data
-    train = Split(data.x[:1200], data.y[:1200], 10)
+    train = Split.of(data.x[:1200], data.y[:1200], 10)
     seed_everything(0)
     model = MLP((1, 8, 8), 10, hidden=[32])
     history = fit(model, train, TrainConfig(epochs=10, batch_size=64, lr=3e-3))
@@ -63,10 +63,10 @@ def test_two_gloo_ranks_train_one_model_as_one_process_would(tmp_path):
     assert ranks[0]["history"] == ranks[1]["history"]  # loss summed over both ranks' shares
 
     data = digits().data
-    held_out = Split(data.x[1200:], data.y[1200:], 10)
+    held_out = Split.of(data.x[1200:], data.y[1200:], 10)
     seed_everything(0)
     single = MLP((1, 8, 8), 10, hidden=[32])
-    fit(single, Split(data.x[:1200], data.y[:1200], 10), TrainConfig(epochs=10, batch_size=64, lr=3e-3))
+    fit(single, Split.of(data.x[:1200], data.y[:1200], 10), TrainConfig(epochs=10, batch_size=64, lr=3e-3))
     together = MLP((1, 8, 8), 10, hidden=[32])
     together.load_state_dict(ranks[0]["state"])
     # the same global batch and schedule: the same accuracy within noise (597 held-out images)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from shrinkflow.core.config import ConfigError
+from shrinkflow.core.data import Split
 from shrinkflow.core.measure import (
     MeasureConfig,
     activation_peak_bytes,
@@ -175,9 +176,10 @@ def test_noisy_accuracy_is_reproducible_and_falls_with_sigma():
     x = torch.rand(256, 1, 8, 8)
     model = _mlp()
     y = model(x).argmax(1)  # labels the clean model gets all right
-    first = noisy_accuracy(model, x, y, 0.5)
-    assert first == noisy_accuracy(model, x, y, 0.5)
-    assert 1.0 > first > noisy_accuracy(model, x, y, 3.0)
+    data = Split.of(x, y, 10)
+    first = noisy_accuracy(model, data, 0.5)
+    assert first == noisy_accuracy(model, data, 0.5)
+    assert 1.0 > first > noisy_accuracy(model, data, 3.0)
 
 
 def test_a_non_positive_noise_sigma_is_named():

@@ -118,7 +118,7 @@ def test_a_static_int8_model_stores_its_per_channel_scales_as_float32_and_reload
     from shrinkflow.stages import QuantizeStage, run_method
 
     art = _lenet300(sparsity=0.9)
-    calibration = Split(X, torch.arange(16) % 10, 10)
+    calibration = Split.of(X, torch.arange(16) % 10, 10)
     stage = QuantizeStage(method="static_int8", options={"static_int8": {"backend": "fx"}})
     quantized = run_method(stage, art, calibration, calibration)[0]
     data = packing.to_bytes(quantized)

@@ -13,7 +13,7 @@ import torch
 
 from shrinkflow.core import artifact as art
 from shrinkflow.core.config import ConfigError
-from shrinkflow.core.data import DataError, RawData, Split, check_split, modality, with_channels
+from shrinkflow.core.data import DataError, RawData, Split, TensorSource, check_channels, check_source, modality
 from shrinkflow.core.datasets import npz
 from shrinkflow.core.models import ModelChoice, ModelSpec, build_model
 from shrinkflow.core.tables import Standardize, Standardized, table
@@ -52,7 +52,7 @@ def test_table_reads_features_and_labels_as_they_are(tmp_path, suffix):
     assert raw.data.x.shape == (12, 3) and raw.data.x.dtype == torch.float32
     assert raw.data.num_classes == 3 and raw.data.y.tolist() == frame["target"].tolist()
     assert raw.data.x[:, 1].tolist() == pytest.approx(frame["income"].tolist(), rel=1e-6)  # not scaled
-    assert check_split(raw.data, "t") is raw.data and modality(raw.data) == "table"
+    assert check_source(raw.data, "t") is raw.data and modality(raw.data) == "table"
 
 
 def test_table_chosen_features_class_names_and_a_test_table(tmp_path):
@@ -123,7 +123,7 @@ def test_npz_reads_table_rows_unscaled_with_their_column_names(tmp_path):
     x = np.array([[1.0, 250.0], [2.0, -3.5], [0.5, 1e4]], np.float64)
     np.savez(tmp_path / "t.npz", x=x, y=np.array([0, 1, 1]), feature_names=np.array(["a", "b"]))
     raw = npz(str(tmp_path / "t.npz"))
-    assert raw.data.x.shape == (3, 2) and raw.data.input_shape == (2,)
+    assert raw.data.x.shape == (3, 2) and Split(raw.data, torch.arange(3)).input_shape == (2,)
     assert raw.data.x.tolist() == [[1.0, 250.0], [2.0, -3.5], [0.5, 10000.0]]
     assert raw.feature_names == ("a", "b") and raw.data.num_classes == 2
     np.savez(tmp_path / "t.npz", x=x, y=np.array([0, 1, 1]), feature_names=np.array(["a"]))
@@ -135,12 +135,17 @@ def test_npz_reads_table_rows_unscaled_with_their_column_names(tmp_path):
 
 
 def test_channels_are_refused_for_table_rows():
-    rows = Split(torch.rand(4, 5), torch.zeros(4, dtype=torch.int64), 2)
-    assert with_channels(rows, None) is rows
-    with pytest.raises(
-        ConfigError, match=r"^data\.channels=3 is invalid: expected null for table rows of shape \(N, 5\)"
-    ):
-        with_channels(rows, 3)
+    rows = Split.of(torch.rand(4, 5), torch.zeros(4, dtype=torch.int64), 2)
+    check_channels(None, rows.input_shape)  # null: rows as they are
+    raw = RawData("rows", TensorSource(torch.rand(40, 5), torch.arange(40) % 2, 2))
+    train, val, test = split(raw, DataStage(), seed=0)
+    assert train.input_shape == val.input_shape == test.input_shape == (5,)
+    assert torch.equal(train.x, raw.data.x[train.indices])
+    message = r"^data\.channels=3 is invalid: expected null for table rows of shape \(N, 5\)"
+    with pytest.raises(ConfigError, match=message):
+        check_channels(3, rows.input_shape)
+    with pytest.raises(ConfigError, match=message):
+        split(raw, DataStage(channels=3), seed=0)
 
 
 # --- standardization: fitted on train, stored with the model ----------------------------------
@@ -151,7 +156,7 @@ def _breast_cancer() -> RawData:
 
     bunch = load_breast_cancer()
     x, y = torch.tensor(bunch.data, dtype=torch.float32), torch.tensor(bunch.target)
-    return RawData("breast_cancer", Split(x, y, 2), feature_names=tuple(bunch.feature_names))
+    return RawData("breast_cancer", TensorSource(x, y, 2), feature_names=tuple(bunch.feature_names))
 
 
 def test_the_stored_statistics_are_the_training_splits_not_the_whole_sets():

@@ -110,14 +110,14 @@ def test_custom_loss_receives_logits_inputs_and_labels(small):
 
 def test_a_nan_loss_stops_training_with_a_clear_error(small):
     x = small.x.clone()
-    x[:, 0, 0, 0] = math.nan  # NaN images would be refused by check_split; fit itself must still stop
+    x[:, 0, 0, 0] = math.nan  # NaN images would be refused by check_source; fit itself must still stop
     seed_everything(0)
     model = MLP((1, 8, 8), 10, hidden=(8,))
     with pytest.raises(
         FloatingPointError,
         match=r"^teacher: loss became nan at epoch 1; expected a finite loss \(lower lr=0\.01\?\)$",
     ):
-        fit(model, Split(x, small.y, 10), TrainConfig(epochs=2, lr=0.01), label="teacher")
+        fit(model, Split.of(x, small.y, 10), TrainConfig(epochs=2, lr=0.01), label="teacher")
 
 
 def test_an_infinite_loss_stops_training(small):
@@ -143,7 +143,7 @@ def test_evaluate_returns_the_exact_fraction_correct_and_the_mean_loss():
     predicted = torch.tensor([0, 1, 2, 3, 0, 1, 2])
     y = torch.tensor([0, 1, 2, 0, 1, 1, 3])  # 4 of 7 right
     x = predicted.float().view(7, 1, 1, 1).expand(7, 1, 2, 2).clone()
-    data = Split(x, y, 4)
+    data = Split.of(x, y, 4)
     accuracy, loss = evaluate(_Fixed(), data)
     assert accuracy == 4 / 7
     assert loss == pytest.approx(float(F.cross_entropy(_Fixed()(x), y)), rel=1e-6)
