@@ -9,6 +9,7 @@ import numpy as np
 
 from shrinkflow import plugins
 from shrinkflow.core import tables
+from shrinkflow.core.data import modality
 from shrinkflow.io import PluginDataset
 
 if sys.version_info >= (3, 11):
@@ -30,4 +31,7 @@ def test_npz_table_rows_load_through_the_catalog_dataset(tmp_path: Path):
     x = np.arange(12, dtype=np.float32).reshape(4, 3) * 100
     np.savez(tmp_path / "rows.npz", x=x, y=np.array([0, 1, 0, 1]))
     raw = PluginDataset("npz", {"path": str(tmp_path / "rows.npz")}).load()
-    assert raw.data.input_shape == (3,) and raw.data.x.tolist() == x.tolist()
+    assert modality(raw.data) == "table" and tuple(raw.data.item(0).shape) == (3,)
+    assert raw.data.x.tolist() == x.tolist()
+    # the plugin and options rebuild the source when a stored split is loaded
+    assert raw.origin == {"plugin": "npz", "options": {"path": str(tmp_path / "rows.npz")}}
