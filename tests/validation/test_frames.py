@@ -7,17 +7,22 @@ import math
 import pytest
 import torch
 
-from shrinkflow.core.data import RawData, Split
+from shrinkflow.core.data import RawData, Split, TensorSource
 from shrinkflow.validation.frames import quality_table, sample_stats, split_summary
 
 
-def _split(n: int = 8, classes: int = 4) -> Split:
+def _source(n: int = 8, classes: int = 4) -> TensorSource:
     x = torch.linspace(0, 1, n * 4).reshape(n, 1, 2, 2)
-    return Split(x, torch.arange(n) % classes, classes)
+    return TensorSource(x, torch.arange(n) % classes, classes)
+
+
+def _split(n: int = 8, classes: int = 4) -> Split:
+    source = _source(n, classes)
+    return Split(source, torch.arange(n))
 
 
 def test_sample_stats_counts_nan_and_inf_and_takes_min_max_over_finite_pixels():
-    split = _split()
+    split = _source()
     split.x[1, 0, 0, 0] = float("nan")
     split.x[1, 0, 0, 1] = float("nan")
     split.x[2, 0, 1, 1] = float("inf")
@@ -33,8 +38,8 @@ def test_sample_stats_counts_nan_and_inf_and_takes_min_max_over_finite_pixels():
 
 
 def test_sample_stats_measures_balance_and_classes_present_per_part():
-    pool = Split(torch.zeros(10, 1, 2, 2), torch.tensor([0] * 7 + [1] * 3), 3)
-    test = Split(torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 2]), 3)
+    pool = TensorSource(torch.zeros(10, 1, 2, 2), torch.tensor([0] * 7 + [1] * 3), 3)
+    test = TensorSource(torch.zeros(4, 1, 2, 2), torch.tensor([0, 1, 2, 2]), 3)
     frame = sample_stats(RawData("t", pool, test))
     data, held = frame[frame["part"] == "data"], frame[frame["part"] == "test"]
     # class 0 holds 7 of 10 samples: 0.7 / (1/3) = 2.1 times an even share
@@ -45,18 +50,18 @@ def test_sample_stats_measures_balance_and_classes_present_per_part():
 
 
 def test_sample_stats_of_an_empty_set_is_an_empty_frame():
-    frame = sample_stats(RawData("t", Split(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), 10)))
+    frame = sample_stats(RawData("t", TensorSource(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), 10)))
     assert len(frame) == 0 and "nan_count" in frame
 
 
 def test_split_summary_reports_shares_against_the_configuration_and_leaks():
     pool = _split(20, 2)
     train, val, test = (
-        Split(pool.x[:12], pool.y[:12], 2),
-        Split(pool.x[12:16], pool.y[12:16], 2),
+        pool.with_indices(torch.arange(12)),
+        pool.with_indices(torch.arange(12, 16)),
         _split(4, 2),
     )
-    test.x[0] = train.x[3]  # one test image also in train
+    test.source.x[0] = train.source.x[3]  # one test image also in train
     frame = split_summary(train, val, test, val_fraction=0.2, test_fraction=0.2, fixed_test=False)
     rows = frame.set_index("split")
     assert rows["rows"].tolist() == [12, 4, 4]
@@ -70,7 +75,7 @@ def test_split_summary_reports_shares_against_the_configuration_and_leaks():
 
 def test_a_fixed_test_set_has_no_expected_share():
     pool = _split(10, 2)
-    train, val = Split(pool.x[:8], pool.y[:8], 2), Split(pool.x[8:], pool.y[8:], 2)
+    train, val = pool.with_indices(torch.arange(8)), pool.with_indices(torch.arange(8, 10))
     frame = split_summary(train, val, _split(6, 2), val_fraction=0.2, test_fraction=0.3, fixed_test=True)
     rows = frame.set_index("split")
     assert rows.loc["train", "expected_share"] == pytest.approx(0.8)  # test_fraction unused

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from shrinkflow.core.data import RawData, Split
+from shrinkflow.core.data import RawData, TensorSource
 from shrinkflow.core.datasets import digits
 from shrinkflow.validation import GateFailure, SuiteConfigError, SuiteValidator, Validation, configure
 from shrinkflow.validation.frames import quality_table
@@ -66,7 +66,7 @@ def _broken(kind: str) -> RawData:
     elif kind == "imbalanced":
         keep = (y != 3) | (torch.arange(len(y)) % 10 == 0)  # class 3 down to a tenth
         x, y = x[keep], y[keep]
-    return RawData("digits", Split(x, y, 10))
+    return RawData("digits", TensorSource(x, y, 10))
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def _breast_cancer(**changes: float) -> RawData:
     for cell, value in changes.items():
         row, column = (int(i) for i in cell.split("_")[1:])
         x[row, column] = value
-    return RawData("bc", Split(x, torch.tensor(bunch.target), 2), feature_names=tuple(bunch.feature_names))
+    return RawData("bc", TensorSource(x, torch.tensor(bunch.target), 2), feature_names=tuple(bunch.feature_names))
 
 
 def test_a_table_outside_the_unit_range_passes_raw_data_with_the_table_checks(tmp_path):
@@ -247,7 +247,29 @@ def test_a_table_with_inf_fails_naming_the_column(tmp_path):
 def test_a_table_with_a_rare_class_fails_the_balance_check(tmp_path):
     raw = _breast_cancer()
     keep = (raw.data.y == 1) | (torch.arange(len(raw.data)) % 5 == 0)  # 212 malignant down to about 42
-    rare = RawData("bc", Split(raw.data.x[keep], raw.data.y[keep], 2), feature_names=raw.feature_names)
+    rare = RawData("bc", TensorSource(raw.data.x[keep], raw.data.y[keep], 2), feature_names=raw.feature_names)
     with pytest.raises(GateFailure) as err:
         _validation(tmp_path).check("raw_data", rare, "raw_data")
     assert "class_balance_min: expect_column_values_to_be_between(min_value=0.25)" in str(err.value)
+
+
+# --- image folders: sizes are read per image, so mixed sizes fail here before any batch ------------
+
+
+def test_an_image_folder_of_mixed_sizes_fails_the_height_and_width_checks(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from shrinkflow.core.datasets import image_folder
+
+    root = tmp_path / "images"
+    for label, sides in {"a": [8] * 60, "b": [8] * 59 + [9]}.items():
+        (root / label).mkdir(parents=True)
+        for i, side in enumerate(sides):
+            Image.fromarray(np.full((side, side), 40 + i, np.uint8), "L").save(root / label / f"{i}.png")
+    with pytest.raises(GateFailure) as err:
+        _validation(tmp_path).check("raw_data", image_folder(str(root)), "raw_data")
+    failures = {f.column: f for f in err.value.result.failures}
+    assert set(failures) == {"height", "width"}, str(err.value)
+    assert "expect_column_unique_value_count_to_be_between(min_value=1, max_value=1)" in str(err.value)
+    assert "observed 2" in str(err.value), str(err.value)

@@ -125,7 +125,14 @@ _MODALITIES = {3: "image", 1: "table"}
 
 def modality(data: Source | Split) -> str:
     """``image`` for (C, H, W) samples, ``table`` for (F,); DataError otherwise."""
-    shape = tuple(data.item(0).shape) if isinstance(data, Source) else data.input_shape
+    if isinstance(data, TensorSource):
+        shape = tuple(data.x.shape[1:])  # known without a sample: an empty set has a modality too
+    elif isinstance(data, Source):
+        if len(data) == 0:
+            raise DataError("no samples; expected at least one to tell images from table rows")
+        shape = tuple(data.item(0).shape)
+    else:
+        shape = data.input_shape
     kind = _MODALITIES.get(len(shape))
     if kind is None:
         raise DataError(f"samples have shape {shape}; expected (C, H, W) images or (F,) table rows")
