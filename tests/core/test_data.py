@@ -194,7 +194,11 @@ def test_a_good_source_is_returned_unchanged():
             torch.zeros(5, dtype=torch.int32),
             r"^s: labels have shape \(5,\) and dtype torch.int32; expected \(N,\) int64$",
         ),
-        (torch.rand(5, 1, 4, 4), torch.zeros(5), r"labels have shape \(5,\) and dtype torch.float32; expected \(N,\) int64"),
+        (
+            torch.rand(5, 1, 4, 4),
+            torch.zeros(5),
+            r"labels have shape \(5,\) and dtype torch.float32; expected \(N,\) int64",
+        ),
         (
             torch.rand(5, 1, 4, 4),
             torch.tensor([0, 1, 2, 3, 1]),

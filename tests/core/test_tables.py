@@ -13,7 +13,15 @@ import torch
 
 from shrinkflow.core import artifact as art
 from shrinkflow.core.config import ConfigError
-from shrinkflow.core.data import DataError, RawData, Split, TensorSource, check_channels, check_source, modality
+from shrinkflow.core.data import (
+    DataError,
+    RawData,
+    Split,
+    TensorSource,
+    check_channels,
+    check_source,
+    modality,
+)
 from shrinkflow.core.datasets import npz
 from shrinkflow.core.models import ModelChoice, ModelSpec, build_model
 from shrinkflow.core.tables import Standardize, Standardized, table

@@ -47,7 +47,8 @@ def test_wrong_contents_and_bad_values_are_refused(tmp_path: Path):
     path = tmp_path / "x.pt"
     torch.save({"x": torch.zeros(2, 1, 4, 4)}, path)
     with pytest.raises(
-        DatasetError, match=r"holds \['x'\]; expected a shrinkflow.split/2 split \(keys \[.*\]\): re-run the data stage"
+        DatasetError,
+        match=r"holds \['x'\]; expected a shrinkflow.split/2 split \(keys \[.*\]\): re-run the data stage",
     ):
         SplitDataset(str(path)).load()
     bad = split()
@@ -101,7 +102,11 @@ def test_a_plugin_split_stores_indices_not_samples_and_reloads_the_same_split(tm
         SplitDataset(str(path)).save(part)
         payload = torch.load(path, weights_only=True)
         assert payload["format"] == "shrinkflow.split/2" and "x" not in payload and "y" not in payload
-        assert payload["origin"] == {"plugin": "npz", "options": {"path": str(tmp_path / "d.npz")}, "part": "data"}
+        assert payload["origin"] == {
+            "plugin": "npz",
+            "options": {"path": str(tmp_path / "d.npz")},
+            "part": "data",
+        }
         assert torch.equal(payload["indices"], part.indices) and torch.equal(payload["labels"], part.y)
         back = SplitDataset(str(path)).load()
         assert torch.equal(back.indices, part.indices) and torch.equal(back.y, part.y)

@@ -74,11 +74,11 @@ def test_it_generalizes_soft_and_hard_kd():
 def _one_step_loss(method, student, teacher, cfg) -> float:
     seen: dict[str, float] = {}
 
-    def fit(model, loss_fn, label):
+    def fit(model, loss_fn, label, **kwargs):
         seen["loss"] = loss_fn(model(X), X, torch.arange(4)).item()
         return []
 
-    split = Split(X, torch.arange(4), 10)
+    split = Split.of(X, torch.arange(4), 10)
     method.apply(student, cfg, Context(split, split, fit=fit, teacher=teacher))
     return seen["loss"]
 
@@ -103,7 +103,7 @@ def test_the_feature_term_is_feature_kds_hint():
 
 def test_the_student_learns_the_teachers_labels(trained_mlp, make_ctx, digits_splits):
     train, _, test = digits_splits
-    scrambled = Split(
+    scrambled = Split.of(
         train.x, train.y[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))], 10
     )
     seed_everything(1)

@@ -39,12 +39,14 @@ def _one_step_loss(student, teacher, cfg) -> tuple[float, Context]:
     """Run the plugin with a ``fit`` that evaluates its loss once on X and records it."""
     seen: dict[str, float] = {}
 
-    def fit(model, loss_fn, label):
+    def fit(model, loss_fn, label, **kwargs):
         seen["loss"] = loss_fn(model(X), X, torch.arange(4)).item()
         seen["model"] = model
         return []
 
-    ctx = Context(Split(X, torch.arange(4), 10), Split(X, torch.arange(4), 10), fit=fit, teacher=teacher)
+    ctx = Context(
+        Split.of(X, torch.arange(4), 10), Split.of(X, torch.arange(4), 10), fit=fit, teacher=teacher
+    )
     plugin.apply(student, cfg, ctx)
     return seen["loss"], seen["model"]
 
@@ -122,7 +124,7 @@ def test_pruned_zeros_stay_zero(trained_mlp, make_ctx):
 
 def test_the_student_learns_from_the_teacher(trained_mlp, make_ctx, digits_splits):
     train, _, test = digits_splits
-    scrambled = Split(
+    scrambled = Split.of(
         train.x, train.y[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))], 10
     )
     seed_everything(1)

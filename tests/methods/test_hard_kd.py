@@ -60,7 +60,7 @@ def test_known_values_and_limits():
 def test_the_student_learns_the_teachers_labels(trained_mlp, make_ctx, digits_splits):
     train, _, test = digits_splits
     # scrambled labels: with alpha=1 the teacher's argmax is the only signal
-    scrambled = Split(
+    scrambled = Split.of(
         train.x, train.y[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))], 10
     )
     seed_everything(1)

@@ -79,7 +79,7 @@ def test_the_soft_term_is_scaled_by_t_squared():
 def test_distillation_makes_the_student_agree_with_the_teacher(trained_mlp, make_ctx, digits_splits):
     train, _, test = digits_splits
     # labels scrambled: with alpha=1 the student can only learn from the teacher's soft targets
-    scrambled = Split(
+    scrambled = Split.of(
         train.x, train.y[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))], 10
     )
     seed_everything(1)

@@ -50,7 +50,9 @@ def test_sample_stats_measures_balance_and_classes_present_per_part():
 
 
 def test_sample_stats_of_an_empty_set_is_an_empty_frame():
-    frame = sample_stats(RawData("t", TensorSource(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), 10)))
+    frame = sample_stats(
+        RawData("t", TensorSource(torch.zeros(0, 1, 2, 2), torch.zeros(0, dtype=torch.int64), 10))
+    )
     assert len(frame) == 0 and "nan_count" in frame
 
 

@@ -220,7 +220,9 @@ def _breast_cancer(**changes: float) -> RawData:
     for cell, value in changes.items():
         row, column = (int(i) for i in cell.split("_")[1:])
         x[row, column] = value
-    return RawData("bc", TensorSource(x, torch.tensor(bunch.target), 2), feature_names=tuple(bunch.feature_names))
+    return RawData(
+        "bc", TensorSource(x, torch.tensor(bunch.target), 2), feature_names=tuple(bunch.feature_names)
+    )
 
 
 def test_a_table_outside_the_unit_range_passes_raw_data_with_the_table_checks(tmp_path):

@@ -12,7 +12,9 @@ from shrinkflow.validation.tables import column_stats
 
 def test_column_stats_has_one_row_per_column_and_counts_over_finite_values():
     x = torch.tensor([[1.0, 200.0, -3.0], [3.0, float("inf"), -1.0], [float("nan"), 400.0, 2.0]])
-    frame = column_stats(RawData("t", TensorSource(x, torch.tensor([0, 1, 1]), 2), feature_names=("a", "b", "c")))
+    frame = column_stats(
+        RawData("t", TensorSource(x, torch.tensor([0, 1, 1]), 2), feature_names=("a", "b", "c"))
+    )
     assert frame["column"].tolist() == ["data.a", "data.b", "data.c"]
     assert frame["nan_count"].tolist() == [1, 0, 0] and frame["inf_count"].tolist() == [0, 1, 0]
     assert frame["min"].tolist() == [1.0, 200.0, -3.0] and frame["max"].tolist() == [3.0, 400.0, 2.0]
