@@ -11,9 +11,10 @@ import torch
 
 from shrinkflow.core.artifact import ArtifactError, Checkpoint, read_checkpoint
 from shrinkflow.core.config import ConfigError
-from shrinkflow.core.data import DataError, RawData, Split
+from shrinkflow.core.data import DataError, RawData, TensorSource
 from shrinkflow.core.export import ExportConfig
 from shrinkflow.core.measure import MeasureConfig
+from shrinkflow.core.runtime import RuntimeConfig
 from shrinkflow.pipelines.data.nodes import split_data
 from shrinkflow.pipelines.distill.nodes import distill_model
 from shrinkflow.pipelines.evaluate.nodes import evaluate_model
@@ -26,13 +27,15 @@ from shrinkflow.stages import DataStage, DistillStage, PruneStage, QuantizeStage
 
 SMALL = {"name": "mlp", "kwargs": {"mlp": {"hidden": [32]}}}
 FAST = MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2)
+#: the runtime block the nodes get (params:runtime); the CPU, so the numbers below are the same on any machine
+RUN = RuntimeConfig(device="cpu")
 
 
 @pytest.fixture(scope="module")
 def teacher(digits_splits):
     train, val, _ = digits_splits
     artifact, record = train_teacher(
-        train, val, None, TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003})
+        train, val, None, TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003}), RUN
     )
     assert record["method"] == "train" and len(record["history"]) == 15
     return artifact
@@ -43,15 +46,15 @@ def test_split_data_rejects_nan_and_out_of_range_labels():
     y = torch.arange(20) % 10
     x[3, 0, 0, 0] = float("nan")
     with pytest.raises(DataError, match="1 NaN"):
-        split_data(RawData("bad", Split(x, y, 10)), DataStage(), seed=0)
+        split_data(RawData("bad", TensorSource(x, y, 10)), DataStage(), seed=0)
     y[0] = 12
     with pytest.raises(DataError, match=r"labels range over \[0, 12\]; expected 0 <= label < 10"):
-        split_data(RawData("bad", Split(torch.rand(20, 1, 8, 8), y, 10)), DataStage(), seed=0)
+        split_data(RawData("bad", TensorSource(torch.rand(20, 1, 8, 8), y, 10)), DataStage(), seed=0)
 
 
 def test_teacher_node_trains_to_high_accuracy(teacher, digits_splits):
     *_, test = digits_splits
-    metrics = evaluate_model(teacher, teacher, test, FAST)
+    metrics = evaluate_model(teacher, teacher, test, FAST, RUN)
     assert metrics["accuracy"] > 0.9
     assert metrics["params_total"] == 64 * 32 + 32 + 32 * 10 + 10
     assert metrics["macs"] == metrics["macs_nonzero"] == 64 * 32 + 32 * 10
@@ -67,7 +70,7 @@ def test_teacher_node_loads_a_checkpoint_instead_of_training(teacher, digits_spl
     cfg = TeacherStage(model=SMALL, train={"epochs": 15, "lr": 0.003})
     torch.save(teacher.model.state_dict(), tmp_path / "mine.pt")
     checkpoint = read_checkpoint(tmp_path / "mine.pt")
-    loaded, record = train_teacher(train, val, checkpoint, cfg)
+    loaded, record = train_teacher(train, val, checkpoint, cfg, RUN)
     assert torch.equal(loaded.model(test.x), teacher.model(test.x))
     digest = hashlib.sha256((tmp_path / "mine.pt").read_bytes()).hexdigest()
     assert record == {
@@ -80,7 +83,7 @@ def test_teacher_node_loads_a_checkpoint_instead_of_training(teacher, digits_spl
     }
     wrong = Checkpoint({"0.weight": torch.zeros(3, 3)}, "wrong.pt", "0" * 64)
     with pytest.raises(ArtifactError, match="missing keys"):
-        train_teacher(train, val, wrong, cfg)
+        train_teacher(train, val, wrong, cfg, RUN)
 
 
 def test_prune_node_hits_target_sparsity_and_leaves_teacher_untouched(teacher, digits_splits):
@@ -91,8 +94,9 @@ def test_prune_node_hits_target_sparsity_and_leaves_teacher_untouched(teacher, d
         train,
         val,
         PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.75}}, finetune={"epochs": 2}),
+        RUN,
     )
-    metrics = evaluate_model(pruned, teacher, test, FAST)
+    metrics = evaluate_model(pruned, teacher, test, FAST, RUN)
     weights = 64 * 32 + 32 * 10
     assert metrics["params_total"] - metrics["params_nonzero"] >= int(0.75 * weights)
     assert metrics["macs"] == weights and metrics["macs_nonzero"] <= 0.25 * weights + 1
@@ -105,18 +109,18 @@ def test_prune_node_hits_target_sparsity_and_leaves_teacher_untouched(teacher, d
 
 def test_method_none_passes_the_model_through(teacher, digits_splits):
     train, val, _ = digits_splits
-    out, record = prune_model(teacher, train, val, PruneStage(method="none"))
+    out, record = prune_model(teacher, train, val, PruneStage(method="none"), RUN)
     assert out is teacher and record == {"stage": "prune", "method": "none", "status": "skipped"}
 
 
 def test_distill_into_pruned_student_keeps_its_zeros(teacher, digits_splits):
     train, val, _ = digits_splits
     pruned, _ = prune_model(
-        teacher, train, val, PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.6}})
+        teacher, train, val, PruneStage(method="magnitude", options={"magnitude": {"sparsity": 0.6}}), RUN
     )
     zeros = [m.weight == 0 for m in pruned.model if isinstance(m, torch.nn.Linear)]
     student, _ = distill_model(
-        teacher, pruned, train, val, DistillStage(method="soft_kd", train={"epochs": 2})
+        teacher, pruned, train, val, DistillStage(method="soft_kd", train={"epochs": 2}), RUN
     )
     after = [m.weight for m in student.model if isinstance(m, torch.nn.Linear)]
     assert all(bool((w[z] == 0).all()) for w, z in zip(after, zeros, strict=True))
@@ -131,9 +135,9 @@ def test_distill_into_a_declared_smaller_student(teacher, digits_splits):
         student={"name": "mlp", "kwargs": {"mlp": {"hidden": [16]}}},
         train={"epochs": 15, "lr": 0.003},
     )
-    student, _ = distill_model(teacher, teacher, train, val, cfg)
+    student, _ = distill_model(teacher, teacher, train, val, cfg, RUN)
     assert student.spec.kwargs == {"hidden": [16]} and student.recipe[0]["method"] == "soft_kd"
-    assert evaluate_model(student, teacher, test, FAST)["accuracy"] > 0.85
+    assert evaluate_model(student, teacher, test, FAST, RUN)["accuracy"] > 0.85
 
 
 def _mlp_teacher(digits_splits, hidden: int, epochs: int):
@@ -141,16 +145,16 @@ def _mlp_teacher(digits_splits, hidden: int, epochs: int):
     stage = TeacherStage(
         model={"name": "mlp", "kwargs": {"mlp": {"hidden": [hidden]}}}, train={"epochs": epochs}
     )
-    return train_teacher(train, val, None, stage)[0]
+    return train_teacher(train, val, None, stage, RUN)[0]
 
 
 def test_quantize_node_shrinks_the_artifact(digits_splits):
     train, val, test = digits_splits
     teacher = _mlp_teacher(digits_splits, hidden=256, epochs=3)
-    quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
+    quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"), RUN)
     before, after = (
-        evaluate_model(teacher, teacher, test, FAST),
-        evaluate_model(quantized, teacher, test, FAST),
+        evaluate_model(teacher, teacher, test, FAST, RUN),
+        evaluate_model(quantized, teacher, test, FAST, RUN),
     )
     assert after["artifact_bytes"] < before["artifact_bytes"] / 3
     assert after["macs"] == before["macs"] == 64 * 256 + 256 * 10  # int8 kernels counted too
@@ -192,13 +196,13 @@ def test_stage_configs_name_key_value_and_range(stage, params, message):
 def test_export_node_writes_int8_onnx_that_agrees_with_the_quantized_model(digits_splits):
     train, val, test = digits_splits
     teacher = _mlp_teacher(digits_splits, hidden=128, epochs=5)
-    quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"))
+    quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"), RUN)
     data, metrics = export_onnx(quantized, train, test, ExportConfig(), FAST)
     assert data[:2] == b"\x08\x0a"  # an ONNX ModelProto (ir_version field first)
     assert metrics["format"] == "int8" and metrics["onnx_bytes"] == len(data)
     assert metrics["agreement"] >= 0.99 and metrics["test_samples"] == len(test)
     assert metrics["disagreements"] == round((1 - metrics["agreement"]) * len(test))
-    assert abs(metrics["accuracy"] - evaluate_model(quantized, teacher, test, FAST)["accuracy"]) <= 0.01
+    assert abs(metrics["accuracy"] - evaluate_model(quantized, teacher, test, FAST, RUN)["accuracy"]) <= 0.01
     assert metrics["latency_b1_p50_ms"] <= metrics["latency_b1_p95_ms"] and metrics["throughput_b256_sps"] > 0
 
 

@@ -10,6 +10,7 @@ from kedro.runner import SequentialRunner
 from shrinkflow.core.datasets import digits
 from shrinkflow.core.export import ExportConfig
 from shrinkflow.core.measure import MeasureConfig
+from shrinkflow.core.runtime import RuntimeConfig
 from shrinkflow.pipeline_registry import register_pipelines
 from shrinkflow.stages import DataStage, DistillStage, GateStage, PruneStage, QuantizeStage, TeacherStage
 
@@ -36,6 +37,7 @@ def _catalog(**overrides: object) -> DataCatalog:
         "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
         "params:gates": GateStage(max_accuracy_drop=0.05),
         "params:export": ExportConfig(),
+        "params:runtime": RuntimeConfig(device="cpu"),
         **overrides,
     }
     return DataCatalog({name: MemoryDataset(value, copy_mode="assign") for name, value in params.items()})
