@@ -25,7 +25,7 @@ from shrinkflow.core.measure import (
     throughput_sps,
 )
 from shrinkflow.core.runtime import CPU, Runtime, on_device, placement
-from shrinkflow.core.training import predict_split
+from shrinkflow.core.training import predict_split, reader
 
 if TYPE_CHECKING:
     from shrinkflow.core.export import Exported
@@ -64,11 +64,11 @@ def _evaluate(
     model = artifact.model.eval()
     labels = test.y
     device = placement(model, runtime.device)
+    batches = reader(test, cfg.eval_batch_size)  # one reader for every pass: its workers persist
     with on_device(model, device=device):
-        logits = predict_split(model, test, cfg.eval_batch_size)
+        logits = predict_split(model, batches)
         noisy = {
-            f"accuracy_noise_{sigma:g}": noisy_accuracy(model, test, sigma, cfg.eval_batch_size)
-            for sigma in cfg.noise_sigmas
+            f"accuracy_noise_{sigma:g}": noisy_accuracy(model, batches, sigma) for sigma in cfg.noise_sigmas
         }
         gpu = gpu_timings(model, test, cfg) if device.type == "cuda" else {}
     accuracy = int((logits.argmax(1) == labels).sum()) / len(test)
@@ -91,7 +91,7 @@ def _evaluate(
             reference = logits
         else:
             with on_device(teacher.model, device=placement(teacher.model, runtime.device)):
-                reference = predict_split(teacher.model.eval(), test, cfg.eval_batch_size)
+                reference = predict_split(teacher.model.eval(), batches)
         metrics["teacher_agreement"] = int((reference.argmax(1) == logits.argmax(1)).sum()) / len(test)
     metrics.update(
         {
@@ -128,10 +128,9 @@ def evaluate_onnx(
     session = OnnxModel(exported.data, threads=cfg.threads)
     test = test.for_eval()
     with fixed_threads(cfg.threads):
-        reference = predict_split(artifact.model.eval(), test, cfg.eval_batch_size).argmax(1)
-        predicted = torch.cat(
-            [session.predict(xb, cfg.eval_batch_size).argmax(1) for xb, _ in test.batches(cfg.eval_batch_size)]
-        )
+        batches = reader(test, cfg.eval_batch_size)
+        reference = predict_split(artifact.model.eval(), batches).argmax(1)
+        predicted = torch.cat([session.predict(xb, cfg.eval_batch_size).argmax(1) for xb, _ in batches])
         sample = test.head(cfg.throughput_batch)
         p50, p95 = latency_ms(session, sample, cfg)
         throughput = throughput_sps(session, sample, cfg)

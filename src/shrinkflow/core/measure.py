@@ -239,16 +239,19 @@ def noisy_accuracy(model: nn.Module, data: Any, sigma: float, batch_size: int = 
     """Top-1 accuracy on the split ``data`` with Gaussian noise of standard deviation ``sigma`` added
     to the inputs (not clipped), the same noise for every model (a fixed seed, drawn on the CPU), so
     stages compare like for like. Runs where the model is."""
+    from shrinkflow.core.training import reader
+
     generator = torch.Generator().manual_seed(seed)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    correct = 0
+    correct = seen = 0
     model.eval()
     with torch.inference_mode():
-        for batch, labels in data.batches(batch_size):
+        for batch, labels in reader(data, batch_size):
             noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype)
             logits = model((batch + sigma * noise).to(device)).cpu()
             correct += int((logits.argmax(1) == labels).sum())
-    return correct / max(len(data), 1)
+            seen += len(labels)
+    return correct / max(seen, 1)
 
 
 def gpu_timings(model: nn.Module, data: Any, cfg: MeasureConfig) -> dict[str, float]:

@@ -19,9 +19,10 @@ from torch import nn
 from shrinkflow.core import distributed
 from shrinkflow.core.config import Config, check_choice, check_range
 from shrinkflow.core.data import Split
+from shrinkflow.core.loader import Batches
 from shrinkflow.core.runtime import CPU, Runtime, on_device
 
-__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "node_seed", "predict", "predict_split", "seed_everything"]
+__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "node_seed", "predict", "predict_split", "reader", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def fit(
         gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
         batches = train.batches(cfg.batch_size, shuffle=True, generator=gen, device=device)
         step = _Stepper(model, opt, schedule, loss_fn, label, cfg, runtime)
+        val_batches = None if val is None else reader(val)  # one reader: its workers serve every epoch
         history: list[EpochLog] = []
         n = len(train)
         for epoch in range(1, cfg.epochs + 1):
@@ -116,7 +118,7 @@ def fit(
                 loss, right = step(xb, yb, epoch)
                 total_loss += loss * len(yb)
                 correct += right
-            history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val, cfg, label, device))
+            history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val_batches, cfg, label))
     model.eval()
     return history
 
@@ -174,14 +176,13 @@ def _epoch_end(
     epoch: int,
     loss: float,
     accuracy: float,
-    val: Split | None,
+    val: Batches | None,
     cfg: TrainConfig,
     label: str,
-    device: torch.device,
 ) -> EpochLog:
     entry = EpochLog(epoch, loss, accuracy)
     if val is not None:
-        entry.val_accuracy = evaluate(model, val, device=device)[0]
+        entry.val_accuracy = evaluate(model, val)[0]
     if distributed.is_main():
         val_text = "" if entry.val_accuracy is None else f"  val_acc {entry.val_accuracy:.4f}"
         log.info(
@@ -226,6 +227,7 @@ def _fit_distributed(
         )
         schedule = _schedule(opt, cfg, steps=cfg.epochs * -(-len(sampler) // per_rank))
         step = _Stepper(net, opt, schedule, loss_fn, label, cfg, runtime)
+        val_batches = None if val is None else reader(val)
         history: list[EpochLog] = []
         for epoch in range(1, cfg.epochs + 1):
             net.train()
@@ -238,7 +240,7 @@ def _fit_distributed(
             totals = totals.to(device)
             torch.distributed.all_reduce(totals)
             loss_sum, correct, seen = totals.tolist()
-            history.append(_epoch_end(model, epoch, loss_sum / seen, correct / seen, val, cfg, label, device))
+            history.append(_epoch_end(model, epoch, loss_sum / seen, correct / seen, val_batches, cfg, label))
     model.eval()
     return history
 
@@ -251,24 +253,25 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
     return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)])
 
 
+def reader(data: Split | Batches, batch_size: int = 1024) -> Batches:
+    """``data``'s batches in order without augmentation (a :class:`Batches` is used as it is: one
+    reader, whose workers persist, serves several passes)."""
+    return data if isinstance(data, Batches) else data.for_eval().batches(batch_size)
+
+
 @torch.inference_mode()
-def predict_split(
-    model: nn.Module, data: Split, batch_size: int = 1024, device: torch.device | None = None
-) -> torch.Tensor:
-    """Logits (N, classes) for every sample of ``data``, read batch by batch without augmentation;
-    computed on ``device`` (None: where the model is) and returned on the CPU."""
+def predict_split(model: nn.Module, data: Split | Batches, batch_size: int = 1024) -> torch.Tensor:
+    """Logits (N, classes) for every sample of ``data``, read batch by batch without augmentation,
+    computed where the model is and returned on the CPU."""
     model.eval()
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    out = [model(xb).float().cpu() for xb, _ in data.for_eval().batches(batch_size, device=device)]
-    return torch.cat(out) if out else torch.zeros(0, data.num_classes)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    out = [model(xb.to(device)).float().cpu() for xb, _ in reader(data, batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, reader(data).split.num_classes)
 
 
-def evaluate(
-    model: nn.Module, data: Split, batch_size: int = 1024, device: torch.device | None = None
-) -> tuple[float, float]:
-    """(top-1 accuracy, mean cross-entropy loss) on ``data``."""
-    logits = predict_split(model, data, batch_size, device)
-    labels = data.y
-    accuracy = int((logits.argmax(1) == labels).sum()) / len(data)
+def evaluate(model: nn.Module, data: Split | Batches, batch_size: int = 1024) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy loss) on ``data``, where the model is."""
+    logits = predict_split(model, data, batch_size)
+    labels = reader(data).split.y
+    accuracy = int((logits.argmax(1) == labels).sum()) / len(labels)
     return accuracy, float(F.cross_entropy(logits, labels))
