@@ -23,6 +23,7 @@ from shrinkflow import plugins
 from shrinkflow.core.artifact import load_pretrained
 from shrinkflow.core.data import RawData, Split
 from shrinkflow.core.models import ModelChoice, build_model, check_forward
+from shrinkflow.core.runtime import RuntimeConfig
 
 __all__ = ["PreflightHook", "data_shape"]
 
@@ -75,6 +76,7 @@ class PreflightHook:
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
         names = {n.name for n in pipeline.nodes}
+        self._check_devices(names)
         methods = self._checked_methods(names)
         choices = []
         for node, (block, key) in _BUILDERS.items():
@@ -114,6 +116,22 @@ class PreflightHook:
             except ValueError as exc:
                 raise PreflightError(f"{block}.method={stage.method} on {where}: {exc}") from exc
             log.info("preflight: %s %s applies to %s", block, stage.method, where)
+
+    def _check_devices(self, names: set[str]) -> None:
+        """Resolve the device and precision of every stage this run trains or evaluates: a GPU the
+        machine lacks fails here, naming the key, not after the stages before it have run."""
+        run = self._params.get("runtime")
+        if not isinstance(run, RuntimeConfig):
+            return
+        try:
+            if any(name.endswith("evaluate") for name in names):
+                run.resolve()
+            for block in ("train_teacher", "prune", "distill", "quantize"):
+                stage = self._params.get(block)
+                if block in names and hasattr(stage, "runtime"):
+                    stage.runtime(run)
+        except ValueError as exc:  # ConfigError
+            raise PreflightError(str(exc)) from exc
 
     def _checked_methods(self, names: set[str]) -> list[tuple[str, Any, Any]]:
         """(block, stage config, plugin) of the configured methods in this run that have a check."""
