@@ -167,7 +167,7 @@ def compress(
 def variants(models: dict[str, ModelArtifact], train: Split, test: Split, threads: int) -> dict[str, dict]:
     """name -> {runner, runtime, and the figures that do not depend on timing}."""
     calibration = list(calibration_batches(train, 8, 128))
-    one = test.x[:1]
+    one = test.head(1)
     out: dict[str, dict[str, Any]] = {}
     for name, art in models.items():
         macs = count_macs(art.model, one)[0]
@@ -179,7 +179,7 @@ def variants(models: dict[str, ModelArtifact], train: Split, test: Split, thread
             "artifact_bytes": len(artifacts.to_bytes(art)),
         }
     for name, source in EXPORTED_FROM.items():
-        exported = export_artifact(models[source], test.x[:2], calibration, ExportConfig())
+        exported = export_artifact(models[source], test.head(2), calibration, ExportConfig())
         out[name] = {
             "runner": OnnxModel(exported.data, threads=threads),
             "runtime": "ONNX Runtime",
@@ -194,12 +194,11 @@ def variants(models: dict[str, ModelArtifact], train: Split, test: Split, thread
 
 def score(found: dict[str, dict], test: Split) -> None:
     """Test accuracy of every variant, and each export's agreement with its PyTorch model."""
+    x = test.x  # the test images, read once for every variant
     with torch.inference_mode():
         for v in found.values():
             runner = v["runner"]
-            logits = (
-                predict(runner, test.x, 1000) if isinstance(runner, nn.Module) else runner.predict(test.x)
-            )
+            logits = predict(runner, x, 1000) if isinstance(runner, nn.Module) else runner.predict(x)
             v["predicted"] = logits.argmax(1)
             v["accuracy"] = int((v["predicted"] == test.y).sum()) / len(test)
     for name, source in EXPORTED_FROM.items():
@@ -252,7 +251,7 @@ def run_model(key: str, data: tuple[Split, Split, Split], args: argparse.Namespa
         t = time.perf_counter()
         found = variants(models, train, test, n)
         score(found, test)
-        time_rounds(found, test.x, args.rounds, args.b1_runs, args.b256_runs, warmup=3)
+        time_rounds(found, test.head(256), args.rounds, args.b1_runs, args.b256_runs, warmup=3)
         tables[n] = summarize(found)
         phases[f"export, test and timing ({n} thread{'s' if n > 1 else ''})"] = {
             "seconds": time.perf_counter() - t

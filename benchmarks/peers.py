@@ -102,7 +102,7 @@ def variants(
 ) -> dict[str, dict[str, Any]]:
     """name -> {runner, runtime, and what the table shows besides speed}."""
     calibration = list(calibration_batches(train, 8, 128))
-    example = val.x[:2]
+    example = val.head(2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         direct = torch.ao.quantization.quantize_dynamic(copy.deepcopy(artifact.model).eval(), {nn.Linear})
@@ -154,11 +154,11 @@ def variants(
     return out
 
 
-def predictions(runner: Runner, test: Split) -> torch.Tensor:
+def predictions(runner: Runner, x: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         if isinstance(runner, nn.Module):
-            return predict(runner, test.x, 1000).argmax(1)
-        return runner.predict(test.x, 1000).argmax(1)
+            return predict(runner, x, 1000).argmax(1)
+        return runner.predict(x, 1000).argmax(1)
 
 
 def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,9 +209,10 @@ def run_model(
     for n in threads:
         torch.set_num_threads(n)
         found = variants(artifact, int8_method, train, val, n)
-        big = large_batch(test.x, 256)
+        x = test.x  # the test images, read once for every variant
+        big = large_batch(x, 256)
         for v in found.values():
-            v["predicted"] = predictions(v["runner"], test)
+            v["predicted"] = predictions(v["runner"], x)
             v["accuracy"] = int((v["predicted"] == test.y).sum()) / len(test)
         for v in found.values():
             if "agrees_with" in v:
@@ -220,7 +221,7 @@ def run_model(
                 )
             if v["runtime"] == "PyTorch":
                 v["peak_memory_bytes"] = v["bytes_in_memory"] + activation_peak_bytes(v["runner"], big)
-        time_rounds(found, test.x, args.rounds, args.b1_runs, args.b256_runs, warmup=5)
+        time_rounds(found, x, args.rounds, args.b1_runs, args.b256_runs, warmup=5)
         tables[n] = summarize(found)
         print(f"[{key}] {n} thread(s) timed at {time.perf_counter() - start:.0f} s", flush=True)
     return {"model": title, "key": key, "epochs": epochs, "tables": tables}
@@ -311,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     raw = mnist(str(args.mnist))
     # a 5,000-image validation split for the fine-tuning loops; the official test set for every figure
     order = torch.randperm(len(raw.data), generator=torch.Generator().manual_seed(0))
-    train = Split(raw.data.x[order[5000:]], raw.data.y[order[5000:]], raw.data.num_classes)
-    val = Split(raw.data.x[order[:5000]], raw.data.y[order[:5000]], raw.data.num_classes)
+    train, val = Split(raw.data, order[5000:]), Split(raw.data, order[:5000])
     assert raw.test is not None
-    results = [run_model(key, (train, val, raw.test), args.threads, args) for key in args.models]
+    test = Split(raw.test, torch.arange(len(raw.test)))
+    results = [run_model(key, (train, val, test), args.threads, args) for key in args.models]
     header = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),

@@ -16,7 +16,7 @@ from shrinkflow import plugins
 from shrinkflow.core import artifact
 from shrinkflow.core.artifact import ModelArtifact
 from shrinkflow.core.config import Config, ConfigError
-from shrinkflow.core.data import RawData, Split, check_split
+from shrinkflow.core.data import RawData, Split, check_source
 from shrinkflow.core.method import Context, Method
 from shrinkflow.core.models import ModelSpec, build_model
 from shrinkflow.core.training import TrainConfig, fit, seed_everything
@@ -40,7 +40,7 @@ def _digits_like(n: int = 60, seed: int = 0) -> Split:
     y = torch.arange(n) % 10
     x = torch.rand(n, 1, 8, 8, generator=g) * 0.3
     x[torch.arange(n), 0, y // 8 + 3, y % 8] = 1.0  # one bright pixel per class
-    return Split(x, y, 10)
+    return Split.of(x, y, 10)
 
 
 # --- method plugins -----------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_the_dataset_plugins_are_listed_and_digits_loads():
     raw = plugins.load(plugins.DATASETS, "digits")()
     assert isinstance(raw, RawData) and raw.name == "digits" and raw.test is None
     assert raw.data.x.shape == (1797, 1, 8, 8) and raw.data.num_classes == 10
-    check_split(raw.data, "digits")
+    check_source(raw.data, "digits")
 
 
 # --- lookup -------------------------------------------------------------------------------------

@@ -57,10 +57,12 @@ def data_shape(
             split = catalog.get("train_set").load()
             if not isinstance(split, Split):
                 return None
+        # reads a sample (decodes an image file): an empty set or an unreadable file fails here too
+        shape = split.input_shape, int(split.num_classes)
     except Exception as exc:  # missing or bad data is the data node's error to report, with its suite
         log.debug("preflight: data not readable before the run (%s: %s)", type(exc).__name__, exc)
         return None
-    return split.input_shape, int(split.num_classes)
+    return shape
 
 
 class PreflightHook:
