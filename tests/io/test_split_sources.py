@@ -57,3 +57,16 @@ def test_a_split_file_of_the_old_format_says_to_rerun_the_data_stage(tmp_path):
     (tmp_path / "old.pt").write_bytes(buffer.getvalue())
     with pytest.raises(DatasetError, match=r"expected a shrinkflow.split/2 split .* re-run the data stage"):
         SplitDataset(str(tmp_path / "old.pt")).load()
+
+
+def test_a_split_of_tar_shards_reloads_through_the_plugin(tmp_path):
+    from tests.core.test_streams import write_shards
+
+    write_shards(tmp_path / "shards", 40, per_shard=15)
+    raw = PluginDataset("tar_shards", {"path": str(tmp_path / "shards")}).load()
+    train = split_data(raw, 0.25, 0.25, seed=0)[0]
+    dataset = SplitDataset(str(tmp_path / "train.pt"))
+    dataset.save(train)
+    loaded = dataset.load()
+    assert loaded.source.sequential and torch.equal(loaded.indices, train.indices)
+    assert torch.equal(loaded.for_eval().x, train.for_eval().x)

@@ -64,9 +64,23 @@ class Source(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.item(int(index)), int(self.labels[index])
 
+    #: True for a source read only in order (:class:`shrinkflow.core.streams.StreamSource`)
+    sequential = False
+
     def batch(self, indices: torch.Tensor) -> torch.Tensor | None:
         """Inputs of many samples at once, or None when the source reads one item at a time."""
         return None
+
+    def items(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        """The inputs of ``indices``, one tensor each (sizes may differ)."""
+        return [self.item(int(i)) for i in indices]
+
+    def chunks(self, size: int) -> Iterator[torch.Tensor | list[torch.Tensor]]:
+        """Every input in order, ``size`` at a time: a batch tensor, or a list of items."""
+        for start in range(0, len(self), size):
+            idx = torch.arange(start, min(start + size, len(self)))
+            x = self.batch(idx)
+            yield x if x is not None else self.items(idx)
 
     def fingerprint(self) -> str:
         """A digest identifying the source's layout (which sample is where, with which label): a

@@ -31,15 +31,19 @@ __all__ = ["Batches", "LoaderConfig"]
 class LoaderConfig(Config):
     """How batches are read. ``num_workers``: 0 reads in the training process (fastest for data in
     memory); N > 0 decodes and augments in N worker processes. ``pin_memory``: ``auto`` pins when
-    training on CUDA. ``prefetch_factor``: batches each worker keeps ready (null: torch's 2)."""
+    training on CUDA. ``prefetch_factor``: batches each worker keeps ready (null: torch's 2).
+    ``shuffle_buffer``: samples a source read only in order is shuffled within (it is read in the
+    training process, whatever ``num_workers``)."""
 
     num_workers: int = 0
     pin_memory: bool | str = "auto"
     persistent_workers: bool = True
     prefetch_factor: int | None = None
+    shuffle_buffer: int = 10_000
 
     def __post_init__(self) -> None:
         check_range("num_workers", self.num_workers, 0, 512, integer=True)
+        check_range("shuffle_buffer", self.shuffle_buffer, 1, 100_000_000, integer=True)
         if self.pin_memory not in (True, False, "auto"):
             raise ConfigError("pin_memory", self.pin_memory, "true, false or auto")
         if not isinstance(self.persistent_workers, bool):
@@ -129,16 +133,42 @@ class Batches:
             )
         return self._loader
 
+    def _sequential(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A source read only in order: one pass keeping the split's positions, shuffled (when
+        asked) through a buffer of ``shuffle_buffer`` samples drawn with the generator."""
+        from shrinkflow.core.streams import shuffled
+
+        split, pipeline = self.split, self.split._pipeline()
+        records: Any = split.source.scan(split.indices)
+        if self.shuffle:
+            records = shuffled(records, self.cfg.shuffle_buffer, self.generator)
+        chunk: list[tuple[int, torch.Tensor]] = []
+        for record in records:
+            chunk.append(record)
+            if len(chunk) == self.batch_size:
+                yield self._assemble(chunk, pipeline)
+                chunk = []
+        if chunk:
+            yield self._assemble(chunk, pipeline)
+
+    def _assemble(self, chunk: list[tuple[int, torch.Tensor]], pipeline: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.tensor([p for p, _ in chunk])
+        source = self.split.source
+        return pipeline.assemble([x for _, x in chunk], source, idx), source.labels[idx]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        positions = self._positions()
-        if self.cfg.num_workers == 0:
-            batches: Any = (self.split.take(p) for p in positions)
+        workers = self.cfg.num_workers > 0 and not self.split.source.sequential
+        if self.split.source.sequential:
+            batches: Any = self._sequential()
+        elif not workers:
+            batches = (self.split.take(p) for p in self._positions())
         else:
+            positions = self._positions()
             self._order.batches = [p.tolist() for p in positions]
             batches = iter(self._workers())
         for x, y in batches:
             if self.device is not None and self.device.type != "cpu":
-                if self.pin and self.cfg.num_workers == 0:
+                if self.pin and not workers:  # the DataLoader pins its own batches
                     x, y = x.pin_memory(), y.pin_memory()
                 x, y = x.to(self.device, non_blocking=self.pin), y.to(self.device, non_blocking=self.pin)
             yield x, y

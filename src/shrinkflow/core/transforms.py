@@ -151,15 +151,21 @@ class Pipeline:
         """The inputs of ``source``'s samples ``indices`` as one float32 batch."""
         x = None if self.items is not None else source.batch(indices)
         if x is None:
-            x = _stack([self._one(source, int(i)) for i in indices], source, indices)
+            return self.assemble(source.items(indices), source, indices)
+        return self.finish(x)
+
+    def assemble(self, items: list[torch.Tensor], source: Any, indices: torch.Tensor) -> torch.Tensor:
+        """One batch from the stored inputs of ``source``'s samples ``indices``: per-sample steps,
+        stacked, then the batch steps."""
+        steps = self.items
+        return self.finish(_stack([x if steps is None else steps(x) for x in items], source, indices))
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch steps: scaled to float [0, 1], converted to ``channels``, trailing normalize."""
         x = self._convert(to_float(x))
         for step in self.tail:
             x = step(x)
         return x
-
-    def _one(self, source: Any, index: int) -> torch.Tensor:
-        x = source.item(index)
-        return x if self.items is None else self.items(x)
 
     def _convert(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels is None or x.ndim != 4 or x.shape[1] == self.channels:

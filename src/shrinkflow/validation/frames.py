@@ -53,12 +53,9 @@ def _pixel_stats(flat: torch.Tensor) -> dict[str, np.ndarray]:
 def _streamed_stats(source: Source) -> dict[str, np.ndarray]:
     """Per-sample statistics read chunk by chunk (an in-memory source) or image by image (files,
     whose sizes may differ): memory holds one chunk, never the data set."""
-    n = len(source)
     columns: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, _CHUNK):
-        idx = torch.arange(start, min(start + _CHUNK, n))
-        x = source.batch(idx)
-        items = [x] if x is not None else [source.item(int(i))[None] for i in idx]
+    for chunk in source.chunks(_CHUNK):
+        items = [chunk] if isinstance(chunk, torch.Tensor) else [x[None] for x in chunk]
         for batch in items:
             batch = to_float(batch)
             stats = _pixel_stats(batch.reshape(batch.shape[0], -1).float())
@@ -104,6 +101,8 @@ def sample_stats(raw: RawData) -> pd.DataFrame:
 
 
 def _fingerprints(split: Split) -> set[bytes]:
+    if split.source.sequential:  # one pass over a stream, not one per chunk
+        return set(split.source.content_keys(split.indices))
     keys: set[bytes] = set()
     for start in range(0, len(split), _CHUNK):
         keys.update(split.source.content_keys(split.indices[start : start + _CHUNK]))
