@@ -67,6 +67,7 @@ def peak_rss(folder: Path, project: Path, workers: int) -> dict[str, float]:
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, target)
     shutil.rmtree(project / "data", ignore_errors=True)
+    (project / "src").mkdir(parents=True, exist_ok=True)  # the package is the installed one
     for layer in ("06_models", "08_reporting"):
         (project / "data" / layer).mkdir(parents=True)
     kedro = str(Path(sys.executable).with_name("kedro"))
