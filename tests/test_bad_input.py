@@ -274,6 +274,10 @@ def _case(project: Path, tmp: Path, case: str) -> tuple[list[str], list[str]]:
             "a model torch.export can capture for static_int8",
             "use dynamic_int8, weight_sharing or half",
         ]
+    if case == "a GPU this machine lacks":
+        return ["--params", "runtime.device=cuda:7"], [
+            "runtime.device='cuda:7' is invalid: expected a CUDA device this machine has (",
+        ]
     raise AssertionError(case)
 
 
@@ -296,6 +300,7 @@ CASES = [
     "model kwargs it does not take",
     "model that does not fit the data",
     "a model static int8 cannot capture",
+    "a GPU this machine lacks",
 ]
 
 
