@@ -81,6 +81,35 @@ def test_mnist_reads_idx_files_and_scales_to_unit_range(tmp_path, gz):
     assert float(data.min()) >= 0.0 and float(data.max()) <= 1.0
 
 
+@pytest.mark.parametrize("gz", [True, False], ids=["gzipped", "plain"])
+def test_memory_mapped_mnist_reads_the_same_batches_from_disk(tmp_path, monkeypatch, gz):
+    import pickle
+
+    monkeypatch.setenv("SHRINKFLOW_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "mnist").mkdir()
+    _write(tmp_path / "mnist", _arrays(n_train=40, n_test=20), gz=gz)
+    held, mapped = mnist(str(tmp_path / "mnist")), mnist(str(tmp_path / "mnist"), memory_map=True)
+    for a, b in ((held.data, mapped.data), (held.test, mapped.test)):
+        assert type(b).__name__ == "MappedImages" and isinstance(b.x, np.memmap)
+        assert b.fingerprint() == a.fingerprint()  # a split cut from one reads from the other
+        assert torch.equal(_read(a), _read(b)) and torch.equal(a.labels, b.labels)
+        idx = torch.tensor([7, 3, 11])
+        assert torch.equal(b.batch(idx), a.batch(idx)) and torch.equal(b.item(5), a.item(5))
+        again = pickle.loads(pickle.dumps(b))  # a DataLoader worker maps the file itself
+        assert isinstance(again.x, np.memmap) and torch.equal(again.item(5), a.item(5))
+    cached = list((tmp_path / "cache" / "idx").glob("*")) if gz else []
+    assert len(cached) == (2 if gz else 0)  # gzipped images decompressed once into the cache
+
+
+def test_a_truncated_file_is_refused_before_it_is_mapped(tmp_path):
+    arrays = _arrays()
+    _write(tmp_path, arrays, gz=False)
+    images = tmp_path / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-5])
+    with pytest.raises(DataError, match=r"holds 161 bytes; its header \(6, 5, 5\) needs 166"):
+        mnist(str(tmp_path), memory_map=True)
+
+
 def test_gzipped_and_plain_files_can_be_mixed_and_gz_wins(tmp_path):
     arrays = _arrays()
     _write(tmp_path, {k: v for k, v in arrays.items() if k.startswith("train")}, gz=True)

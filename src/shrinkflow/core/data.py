@@ -109,13 +109,18 @@ class TensorSource(Source):
         return self.x[indices]
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(str((tuple(self.x.shape), str(self.x.dtype))).encode())
-        digest.update(self.y.numpy().tobytes())
-        return digest.hexdigest()
+        return array_fingerprint(tuple(self.x.shape), str(self.x.dtype), self.y)
 
     def content_keys(self, indices: torch.Tensor) -> list[bytes]:
         rows = self.x[indices].reshape(len(indices), -1).contiguous().numpy()
         return [row.tobytes() for row in rows]
+
+
+def array_fingerprint(shape: tuple[int, ...], dtype: str, labels: torch.Tensor) -> str:
+    """The fingerprint of samples held as one array: its shape and dtype, and the labels."""
+    digest = hashlib.sha256(str((shape, dtype)).encode())
+    digest.update(labels.numpy().tobytes())
+    return digest.hexdigest()
 
 
 @dataclass

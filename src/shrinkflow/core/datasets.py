@@ -10,13 +10,15 @@ none of them unpickles anything.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from shrinkflow.core.data import DataError, RawData, TensorSource
+from shrinkflow.core.data import DataError, RawData, Source, TensorSource, array_fingerprint
 from shrinkflow.core.images import image_folder
 from shrinkflow.core.tables import feature_array
 
@@ -36,16 +38,8 @@ def digits() -> RawData:
 _IDX_DTYPES = {0x08: np.uint8}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (``.gz`` or plain). Only unsigned-byte data, the MNIST format, is accepted."""
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise DataError(f"IDX file {str(path)!r} does not exist") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"IDX file {str(path)!r} is not a readable gzip file: {exc}") from exc
+def _idx_layout(path: Path, raw: bytes, size: int) -> tuple[tuple[int, ...], int]:
+    """(shape, header bytes) of an IDX file whose first bytes are ``raw`` and length ``size``."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(
             f"IDX file {str(path)!r} has no IDX magic number; expected 0x0000 followed by type and rank"
@@ -56,11 +50,96 @@ def read_idx(path: Path) -> np.ndarray:
     header = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
-    if len(raw) != expected:
+    if size != expected:
         raise DataError(
-            f"IDX file {str(path)!r} holds {len(raw)} bytes; its header {shape} needs {expected} (truncated or corrupt)"
+            f"IDX file {str(path)!r} holds {size} bytes; its header {shape} needs {expected} (truncated or corrupt)"
         )
-    return np.frombuffer(raw, dtype=_IDX_DTYPES[dtype], offset=header).reshape(shape)
+    return shape, header
+
+
+def _read(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except FileNotFoundError:
+        raise DataError(f"IDX file {str(path)!r} does not exist") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"IDX file {str(path)!r} is not a readable gzip file: {exc}") from exc
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (``.gz`` or plain). Only unsigned-byte data, the MNIST format, is accepted."""
+    raw = _read(path)
+    shape, header = _idx_layout(path, raw, len(raw))
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("SHRINKFLOW_CACHE", Path.home() / ".cache" / "shrinkflow"))
+
+
+def map_idx(path: Path) -> tuple[Path, tuple[int, ...], int]:
+    """(plain file, shape, header bytes) of an IDX file to memory-map; a ``.gz`` file is
+    decompressed once into the cache (``$SHRINKFLOW_CACHE``, default ``~/.cache/shrinkflow``),
+    named after its content's digest, written atomically."""
+    plain = path
+    if path.suffix == ".gz":
+        digest = hashlib.sha256(_read_raw(path)).hexdigest()[:16]
+        plain = _cache() / "idx" / f"{path.stem}-{digest}"
+        if not plain.exists():
+            plain.parent.mkdir(parents=True, exist_ok=True)
+            partial = plain.with_name(plain.name + f".{os.getpid()}.partial")
+            partial.write_bytes(_read(path))
+            os.replace(partial, plain)
+    if not plain.is_file():
+        raise DataError(f"IDX file {str(plain)!r} does not exist")
+    with plain.open("rb") as handle:
+        head = handle.read(4 + 4 * 4)
+    shape, header = _idx_layout(plain, head, plain.stat().st_size)
+    return plain, shape, header
+
+
+def _read_raw(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"IDX file {str(path)!r} cannot be read: {exc}") from exc
+
+
+class MappedImages(Source):
+    """uint8 images (N, H, W) in a file mapped into memory (``np.memmap``): rows are read from disk
+    (through the page cache) when a batch indexes them; the process never holds the whole array."""
+
+    def __init__(self, file: Path, shape: tuple[int, ...], offset: int, labels: torch.Tensor, num_classes: int) -> None:
+        self.file, self.shape, self.offset = file, shape, offset
+        self.labels, self.num_classes = labels, num_classes
+        self._open()
+
+    def _open(self) -> None:
+        self.x = np.memmap(self.file, dtype=np.uint8, mode="r", offset=self.offset, shape=self.shape)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("x")  # a DataLoader worker maps the file itself instead of receiving a copy
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def item(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.x[index]))[None]
+
+    def batch(self, indices: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.x[indices.numpy()])[:, None]
+
+    def fingerprint(self) -> str:
+        # the in-memory source's: a split cut from one reads from the other
+        n, h, w = self.shape
+        return array_fingerprint((n, 1, h, w), str(torch.uint8), self.labels)
+
+    def content_keys(self, indices: torch.Tensor) -> list[bytes]:
+        return [row.tobytes() for row in self.x[indices.numpy()].reshape(len(indices), -1)]
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -70,25 +149,34 @@ def _find(folder: Path, stem: str) -> Path:
     raise DataError(f"MNIST file {stem}[.gz] not found in {str(folder)!r}")
 
 
-def _mnist_part(folder: Path, prefix: str) -> TensorSource:
-    images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
+def _mnist_part(folder: Path, prefix: str, memory_map: bool = False) -> Source:
     labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+    images_file = _find(folder, f"{prefix}-images-idx3-ubyte")
+    if memory_map:
+        plain, shape, offset = map_idx(images_file)
+    else:
+        images = read_idx(images_file)
+        shape = images.shape
+    if len(shape) != 3 or labels.ndim != 1 or shape[0] != labels.shape[0]:
         raise DataError(
-            f"MNIST {prefix}: images {images.shape} and labels {labels.shape} do not match; "
+            f"MNIST {prefix}: images {shape} and labels {labels.shape} do not match; "
             "expected (N, H, W) images and (N,) labels"
         )
+    y = torch.from_numpy(labels.astype(np.int64))
+    if memory_map:
+        return MappedImages(plain, shape, offset, y, 10)
     # uint8 in memory (a quarter of float32); batches are scaled to [0, 1] as they are read
-    x = torch.from_numpy(images.copy()).unsqueeze(1)
-    return TensorSource(x, torch.from_numpy(labels.astype(np.int64)), 10)
+    return TensorSource(torch.from_numpy(images.copy()).unsqueeze(1), y, 10)
 
 
-def mnist(path: str) -> RawData:
-    """MNIST from a folder of the four IDX files (gzipped or not), under their usual names."""
+def mnist(path: str, memory_map: bool = False) -> RawData:
+    """MNIST from a folder of the four IDX files (gzipped or not), under their usual names.
+    ``memory_map``: read the images from disk batch by batch (gzipped files are decompressed once
+    into a cache) instead of holding them in memory; the batches are the same."""
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"MNIST folder {str(folder)!r} does not exist; expected a folder with the IDX files")
-    return RawData("mnist", _mnist_part(folder, "train"), _mnist_part(folder, "t10k"))
+    return RawData("mnist", _mnist_part(folder, "train", memory_map), _mnist_part(folder, "t10k", memory_map))
 
 
 def _images(x: np.ndarray, where: str) -> torch.Tensor:
