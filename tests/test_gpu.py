@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+MNIST = Path(os.environ.get("MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))
 
 
 def run(dest: Path, env: str | None, device: str, precision: str, extra: str = "") -> dict:
