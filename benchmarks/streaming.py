@@ -79,7 +79,9 @@ def peak_rss(folder: Path, project: Path, workers: int) -> dict[str, float]:
         "sys.stderr.write(r.stdout[-2000:] + r.stderr[-2000:]) if r.returncode else None;"
         "print(r.returncode, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", wrapper], cwd=project, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper], cwd=project, capture_output=True, text=True, check=True
+    )
     code, seconds, kib = out.stdout.split()
     if code != "0":
         raise RuntimeError(f"kedro run on {folder} failed:\n{out.stderr}")
@@ -124,7 +126,9 @@ def epoch_times(mnist: Path, folder: Path, rounds: int, workers: list[int]) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared/datasets/mnist")
     parser.add_argument("--work", type=Path, default=Path("/tmp/shrinkflow-streaming"))
     parser.add_argument("--rounds", type=int, default=3)
@@ -154,7 +158,11 @@ def main() -> None:
         times = epoch_times(args.mnist, gray60k, args.rounds, args.workers)
         base = statistics.median(times["in memory (IDX tensor)"])
         result["epoch_seconds"] = {
-            name: {"runs": t, "median": statistics.median(t), "ratio_to_in_memory": statistics.median(t) / base}
+            name: {
+                "runs": t,
+                "median": statistics.median(t),
+                "ratio_to_in_memory": statistics.median(t) / base,
+            }
             for name, t in times.items()
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
-MNIST = Path(os.environ.get("MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"))
+MNIST = Path(
+    os.environ.get("MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist")
+)
 
 
 def run(dest: Path, env: str | None, device: str, precision: str, extra: str = "") -> dict:
@@ -29,7 +31,10 @@ def run(dest: Path, env: str | None, device: str, precision: str, extra: str = "
     params = f"runtime.device={device},runtime.precision={precision},{FAST_EVAL},{NO_GATE}{extra}"
     result = kedro(project, *(("--env", env) if env else ()), "--params", params)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return {"project": project, "metrics": json.loads((project / "data/08_reporting/metrics.json").read_text())}
+    return {
+        "project": project,
+        "metrics": json.loads((project / "data/08_reporting/metrics.json").read_text()),
+    }
 
 
 def reload_on_cpu(project: Path) -> None:
@@ -65,5 +70,6 @@ def test_the_digits_dag_on_one_gpu_in_bf16_matches_the_cpu(tmp_path):
 def test_the_mnist_environment_on_one_gpu_in_bf16_matches_the_cpu(tmp_path):
     extra = f",mnist_dir={MNIST}"
     compare(
-        run(tmp_path / "cpu", "mnist", "cpu", "fp32", extra), run(tmp_path / "gpu", "mnist", "cuda", "bf16", extra)
+        run(tmp_path / "cpu", "mnist", "cpu", "fp32", extra),
+        run(tmp_path / "gpu", "mnist", "cuda", "bf16", extra),
     )

@@ -16,11 +16,12 @@ from tests.test_kedro_run import FAST_EVAL, NO_GATE, kedro, make_project
 
 
 def write_rgb_digits(root: Path, n: int) -> Path:
-    """Digits scaled to 32x32 and tinted with a random colour, one PNG each, a folder per class."""
+    """Digits scaled to 32x32 (every fifth to 40x40: photos come in several sizes) and tinted with a
+    random colour, one PNG each, a folder per class."""
     digits = load_digits()
     rng = np.random.default_rng(0)
     for i in range(n):
-        big = np.kron(digits.images[i] / 16.0, np.ones((4, 4)))
+        big = np.kron(digits.images[i] / 16.0, np.ones((5, 5) if i % 5 == 0 else (4, 4)))
         rgb = (big[..., None] * rng.uniform(0.4, 1.0, 3) * 255).astype(np.uint8)
         folder = root / f"class{digits.target[i]}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -28,7 +29,7 @@ def write_rgb_digits(root: Path, n: int) -> Path:
     return root
 
 
-def test_a_cifar_style_folder_runs_the_dag_with_augmentation_from_yaml(tmp_path):
+def test_a_cifar_style_folder_of_two_sizes_runs_the_dag_with_augmentation_from_yaml(tmp_path):
     photos = write_rgb_digits(tmp_path / "photos", 500)
     project = make_project(tmp_path / "project")
     settings = (
@@ -40,7 +41,10 @@ def test_a_cifar_style_folder_runs_the_dag_with_augmentation_from_yaml(tmp_path)
     result = kedro(project, "--env", "images", "--params", settings)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    splits = {name: torch.load(project / f"data/05_model_input/{name}.pt", weights_only=True) for name in ("train", "val", "test")}
+    splits = {
+        name: torch.load(project / f"data/05_model_input/{name}.pt", weights_only=True)
+        for name in ("train", "val", "test")
+    }
     assert [len(s["indices"]) for s in splits.values()] == [350, 50, 100]
     assert [s["train"] for s in splits.values()] == [True, False, False]  # augmentation: training split only
     steps = json.loads(splits["train"]["transforms"])

@@ -29,8 +29,8 @@ from shrinkflow.core.models import ModelChoice, ModelSpec
 from shrinkflow.core.runtime import CPU, PRECISIONS, Runtime, RuntimeConfig
 from shrinkflow.core.sparsity import frozen_zeros
 from shrinkflow.core.tables import Standardized, fit_standardization
-from shrinkflow.core.transforms import build_steps
 from shrinkflow.core.training import TrainConfig, fit
+from shrinkflow.core.transforms import build_steps
 
 __all__ = [
     "MAKER",
@@ -358,7 +358,14 @@ def distill(
     assert isinstance(cfg.train, TrainConfig)
     student = build(cfg.student, train) if isinstance(cfg.student, ModelChoice) else pruned
     return run_method(
-        cfg, student, train, val, train_cfg=cfg.train, teacher=teacher, keep_sparsity=student is pruned, run=run
+        cfg,
+        student,
+        train,
+        val,
+        train_cfg=cfg.train,
+        teacher=teacher,
+        keep_sparsity=student is pruned,
+        run=run,
     )
 
 

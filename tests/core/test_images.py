@@ -43,7 +43,11 @@ def test_a_split_of_a_folder_reads_float_batches_with_the_right_labels(tmp_path)
     train, val, test = split_data(raw, 0.2, 0.2, seed=0)
     assert (len(train), len(val), len(test)) == (12, 4, 4)
     x, y = test.take(torch.arange(4))
-    assert x.dtype == torch.float32 and x.shape == (4, 3, 12, 12) and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+    assert (
+        x.dtype == torch.float32
+        and x.shape == (4, 3, 12, 12)
+        and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+    )
     assert torch.equal((x[:, 0, 0, 0] * 255).round().long(), y)  # the marker pixel holds the class
 
 
@@ -89,7 +93,9 @@ def test_torchvision_image_folder_keeps_no_fixed_test_set(tmp_path):
 
 
 def test_offline_a_missing_data_set_names_the_root_and_what_it_expected(tmp_path):
-    with pytest.raises(DataError, match=r"CIFAR10 found no usable files under root '.*empty'.*download: true"):
+    with pytest.raises(
+        DataError, match=r"CIFAR10 found no usable files under root '.*empty'.*download: true"
+    ):
         torchvision_dataset("CIFAR10", str(tmp_path / "empty"))
 
 

@@ -11,7 +11,9 @@ from shrinkflow.core.models import ModelSpec, build_model
 from shrinkflow.core.runtime import Runtime, RuntimeConfig, placement, resolve_device
 from shrinkflow.core.training import TrainConfig, evaluate, fit, seed_everything
 
-no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without CUDA")
+no_cuda = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the messages of a machine without CUDA"
+)
 
 
 def test_auto_is_the_cpu_on_a_machine_without_accelerators():
@@ -50,7 +52,9 @@ def test_mixed_precision_trains_to_the_fp32_accuracy_with_fp32_weights(digits_ra
     for prec in ("fp32", precision):
         seed_everything(0)
         model = build_model(ModelSpec("mlp", {"hidden": [64]}), train.input_shape, 10)
-        history = fit(model, train, TrainConfig(epochs=10, lr=3e-3), runtime=Runtime(torch.device("cpu"), prec))
+        history = fit(
+            model, train, TrainConfig(epochs=10, lr=3e-3), runtime=Runtime(torch.device("cpu"), prec)
+        )
         assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
         results[prec], losses[prec] = evaluate(model, val)[0], history[0].loss
     assert results["fp32"] > 0.9

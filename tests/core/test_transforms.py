@@ -12,12 +12,19 @@ from shrinkflow.core.transforms import Pipeline, build_steps
 
 
 def _images(n: int = 8, c: int = 3, size: int = 32) -> torch.Tensor:
-    return torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(
+        0, 256, (n, c, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def test_steps_are_parsed_from_names_arguments_and_v2_class_names():
     built = build_steps(
-        ["horizontal_flip", {"resize": 36}, {"random_crop": {"size": 32, "padding": 4}}, {"RandomRotation": {"degrees": 10}}]
+        [
+            "horizontal_flip",
+            {"resize": 36},
+            {"random_crop": {"size": 32, "padding": 4}},
+            {"RandomRotation": {"degrees": 10}},
+        ]
     )
     assert [cls for cls, _ in built] == ["RandomHorizontalFlip", "Resize", "RandomCrop", "RandomRotation"]
     assert list(built[1][1].size) == [36]
@@ -60,7 +67,9 @@ def test_random_resized_crop_becomes_the_usual_evaluation_crop():
     pipeline = Pipeline([{"random_resized_crop": 28}], train=False)
     (_, resize), (_, crop) = [(type(t).__name__, t) for t in pipeline.items.steps]
     assert list(resize.size) == [32] and list(crop.size) == [28, 28]  # shorter side 28 / 0.875 = 32
-    out = pipeline.batch(TensorSource(_images(4, 3, 40), torch.zeros(4, dtype=torch.int64), 1), torch.arange(4))
+    out = pipeline.batch(
+        TensorSource(_images(4, 3, 40), torch.zeros(4, dtype=torch.int64), 1), torch.arange(4)
+    )
     assert out.shape == (4, 3, 28, 28)
 
 
@@ -76,12 +85,16 @@ def test_normalize_runs_once_on_the_float_batch():
 
 def test_channels_are_repeated_or_averaged_and_other_counts_refused():
     gray = torch.rand(2, 1, 4, 4)
-    rgb = Pipeline(channels=3).batch(TensorSource(gray, torch.zeros(2, dtype=torch.int64), 1), torch.arange(2))
+    rgb = Pipeline(channels=3).batch(
+        TensorSource(gray, torch.zeros(2, dtype=torch.int64), 1), torch.arange(2)
+    )
     assert rgb.shape == (2, 3, 4, 4) and torch.equal(rgb[:, 2], gray[:, 0])
     color = torch.rand(2, 3, 4, 4)
-    one = Pipeline(channels=1).batch(TensorSource(color, torch.zeros(2, dtype=torch.int64), 1), torch.arange(2))
+    one = Pipeline(channels=1).batch(
+        TensorSource(color, torch.zeros(2, dtype=torch.int64), 1), torch.arange(2)
+    )
     assert torch.allclose(one[:, 0], color.mean(1))
-    with pytest.raises(DataError, match="images have 3 channels; data.channels=2"):
+    with pytest.raises(DataError, match=r"images have 3 channels; data\.channels=2"):
         Pipeline(channels=2).batch(TensorSource(color, torch.zeros(2, dtype=torch.int64), 1), torch.arange(2))
 
 

@@ -16,7 +16,10 @@ from tests.core.test_images import _fashion_mnist, _folder
 def test_a_folder_split_is_stored_as_positions_and_reads_back_the_same_batches(tmp_path):
     root = _folder(tmp_path / "photos", per_class=20, size=32)
     raw = PluginDataset("image_folder", {"path": str(root), "channels": 3}).load()
-    steps = ({"random_crop": {"size": 32, "padding": 4}}, {"normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    steps = (
+        {"random_crop": {"size": 32, "padding": 4}},
+        {"normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}},
+    )
     train, val, test = split_data(raw, 0.2, 0.2, seed=0, transforms=steps)
     files = {name: SplitDataset(str(tmp_path / f"{name}.pt")) for name in ("train", "val", "test")}
     for name, split in zip(files, (train, val, test), strict=True):
@@ -47,13 +50,19 @@ def test_a_torchvision_split_rebuilds_its_source_through_the_plugin(tmp_path):
     dataset = SplitDataset(str(tmp_path / "test.pt"))
     dataset.save(test)
     loaded = dataset.load()
-    assert loaded.origin == {"plugin": "torchvision", "options": {"name": "FashionMNIST", "root": str(root)}, "part": "test"}
+    assert loaded.origin == {
+        "plugin": "torchvision",
+        "options": {"name": "FashionMNIST", "root": str(root)},
+        "part": "test",
+    }
     assert torch.equal(loaded.x, test.x) and loaded.x.shape == (20, 1, 28, 28)
 
 
 def test_a_split_file_of_the_old_format_says_to_rerun_the_data_stage(tmp_path):
     buffer = io.BytesIO()
-    torch.save({"x": torch.zeros(2, 1, 4, 4), "y": torch.zeros(2, dtype=torch.int64), "num_classes": 2}, buffer)
+    torch.save(
+        {"x": torch.zeros(2, 1, 4, 4), "y": torch.zeros(2, dtype=torch.int64), "num_classes": 2}, buffer
+    )
     (tmp_path / "old.pt").write_bytes(buffer.getvalue())
     with pytest.raises(DatasetError, match=r"expected a shrinkflow.split/2 split .* re-run the data stage"):
         SplitDataset(str(tmp_path / "old.pt")).load()

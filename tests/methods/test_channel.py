@@ -204,10 +204,10 @@ def test_mnist_seed_cnn_acceptance(tmp_path):
 
     seed_everything(0)
     raw = mnist("/work/shared/datasets/mnist")
-    train, val, _ = split_data(raw, 0.0833, 0.2, seed=0)
+    train, val, test = split_data(raw, 0.0833, 0.2, seed=0)
     base = ModelArtifact.build(ModelSpec("seed_cnn"), (1, 28, 28), 10)
     fit(base.model, train, TrainConfig(epochs=2, batch_size=128))
-    dense = evaluate(base.model, raw.test)[0]
+    dense = evaluate(base.model, test)[0]
     macs0, params0 = _costs(base.model, (1, 28, 28))
     assert params0 == 206_922
     ctx = Context(
@@ -217,8 +217,8 @@ def test_mnist_seed_cnn_acceptance(tmp_path):
     pruned = plugin.apply(copy.deepcopy(base.model), cfg, ctx).eval()
     macs1, params1 = _costs(pruned, (1, 28, 28))
     assert params1 <= 0.55 * params0 and macs1 <= 0.55 * macs0
-    assert dense > 0.97 and evaluate(pruned, raw.test)[0] >= dense - 0.01
-    x = raw.test.x[:512]
+    assert dense > 0.97 and evaluate(pruned, test)[0] >= dense - 0.01
+    x = test.head(512)
     assert torch.equal(_save_and_load(base, pruned, cfg, tmp_path / "m.pt")(x), pruned(x))
 
 

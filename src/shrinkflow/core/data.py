@@ -89,7 +89,9 @@ class Source(Dataset):
 
     def content_keys(self, indices: torch.Tensor) -> list[bytes]:
         """One digest per sample of its stored content (duplicates across splits show as equal keys)."""
-        return [hashlib.blake2b(self.item(int(i)).numpy().tobytes(), digest_size=16).digest() for i in indices]
+        return [
+            hashlib.blake2b(self.item(int(i)).numpy().tobytes(), digest_size=16).digest() for i in indices
+        ]
 
     def describe(self, index: int) -> str:
         """How a message names sample ``index`` (a file path, or the position)."""
@@ -164,7 +166,9 @@ def check_source(source: Source, name: str) -> Source:
     ``raw_data`` suite's, streamed)."""
     y = source.labels
     if y.ndim != 1 or y.dtype != torch.int64:
-        raise DataError(f"{name}: labels have shape {tuple(y.shape)} and dtype {y.dtype}; expected (N,) int64")
+        raise DataError(
+            f"{name}: labels have shape {tuple(y.shape)} and dtype {y.dtype}; expected (N,) int64"
+        )
     if len(source) == 0:
         raise DataError(f"{name}: no samples; expected at least one")
     lo, hi = int(y.min()), int(y.max())

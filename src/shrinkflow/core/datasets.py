@@ -110,7 +110,9 @@ class MappedImages(Source):
     """uint8 images (N, H, W) in a file mapped into memory (``np.memmap``): rows are read from disk
     (through the page cache) when a batch indexes them; the process never holds the whole array."""
 
-    def __init__(self, file: Path, shape: tuple[int, ...], offset: int, labels: torch.Tensor, num_classes: int) -> None:
+    def __init__(
+        self, file: Path, shape: tuple[int, ...], offset: int, labels: torch.Tensor, num_classes: int
+    ) -> None:
         self.file, self.shape, self.offset = file, shape, offset
         self.labels, self.num_classes = labels, num_classes
         self._open()

@@ -39,7 +39,9 @@ def decode(file: Path, channels: int) -> torch.Tensor:
 class ImageFiles(Source):
     """Image files and their labels, decoded on access to uint8 (C, H, W)."""
 
-    def __init__(self, root: Path, files: list[Path], labels: list[int], classes: list[str], channels: int) -> None:
+    def __init__(
+        self, root: Path, files: list[Path], labels: list[int], classes: list[str], channels: int
+    ) -> None:
         self.root, self.files, self.classes, self.channels = root, files, classes, channels
         self.labels = torch.tensor(labels, dtype=torch.int64)
         self.num_classes = len(classes)
@@ -63,11 +65,15 @@ class ImageFiles(Source):
 
 def _list_folder(root: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
     if not root.is_dir():
-        raise DataError(f"image folder {str(root)!r} does not exist; expected <folder>/<class name>/<image files>")
+        raise DataError(
+            f"image folder {str(root)!r} does not exist; expected <folder>/<class name>/<image files>"
+        )
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     classes = classes or found
     if not classes:
-        raise DataError(f"image folder {str(root)!r} has no class sub-folders; expected <folder>/<class name>/<images>")
+        raise DataError(
+            f"image folder {str(root)!r} has no class sub-folders; expected <folder>/<class name>/<images>"
+        )
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(
@@ -136,8 +142,10 @@ def _make(cls: Any, name: str, root: str, download: bool, split: Any, options: d
     try:
         return cls(root, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as exc:
-        hint = "download: true on a machine with internet, or copy the files there" if not download else (
-            "a machine that can reach the download server, or the files copied into root"
+        hint = (
+            "download: true on a machine with internet, or copy the files there"
+            if not download
+            else ("a machine that can reach the download server, or the files copied into root")
         )
         raise DataError(
             f"torchvision data set {name} found no usable files under root {root!r} ({exc}); "
@@ -168,7 +176,9 @@ def torchvision_dataset(
     opts = dict(options or {})
     single = name in ("ImageFolder", "DatasetFolder")
     pool = _make(cls, name, root, download, None if single else train_split, opts)
-    parts = [pool] if single or test_split is None else [pool, _make(cls, name, root, download, test_split, opts)]
+    parts = (
+        [pool] if single or test_split is None else [pool, _make(cls, name, root, download, test_split, opts)]
+    )
     sources = []
     for part in parts:
         labels = _targets(part)

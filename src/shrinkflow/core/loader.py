@@ -151,7 +151,9 @@ class Batches:
         if chunk:
             yield self._assemble(chunk, pipeline)
 
-    def _assemble(self, chunk: list[tuple[int, torch.Tensor]], pipeline: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def _assemble(
+        self, chunk: list[tuple[int, torch.Tensor]], pipeline: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.tensor([p for p, _ in chunk])
         source = self.split.source
         return pipeline.assemble([x for _, x in chunk], source, idx), source.labels[idx]

@@ -277,5 +277,6 @@ def gpu_timings(model: nn.Module, data: Any, cfg: MeasureConfig) -> dict[str, fl
     batch = large_batch(sample, cfg.throughput_batch)
     return {
         "gpu_latency_b1_ms": timed(sample[:1], cfg.latency_runs) * 1e3,
-        f"gpu_throughput_b{cfg.throughput_batch}_sps": cfg.throughput_batch / timed(batch, cfg.throughput_runs),
+        f"gpu_throughput_b{cfg.throughput_batch}_sps": cfg.throughput_batch
+        / timed(batch, cfg.throughput_runs),
     }

@@ -49,7 +49,9 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
         index = 0 if device.index is None else device.index
         if index >= count:
             raise ConfigError(
-                key, name, f"a CUDA device this machine has ({count} visible; torch {torch.__version__} "
+                key,
+                name,
+                f"a CUDA device this machine has ({count} visible; torch {torch.__version__} "
                 f"built {'with' if torch.backends.cuda.is_built() else 'without'} CUDA), or auto / cpu",
             )
         return torch.device("cuda", index)
@@ -75,11 +77,17 @@ class RuntimeConfig(Config):
         check_choice("precision", self.precision, list(PRECISIONS))
         self.loader = nested(LoaderConfig, self.loader, "loader")
 
-    def resolve(self, device: str | None = None, precision: str | None = None, key: str = "runtime") -> Runtime:
+    def resolve(
+        self, device: str | None = None, precision: str | None = None, key: str = "runtime"
+    ) -> Runtime:
         """This run's :class:`Runtime`, with a stage's ``device`` / ``precision`` if it sets them."""
         chosen = device or self.device
         where = key if device else "runtime"
-        resolved = distributed.device() if distributed.world_size() > 1 else resolve_device(chosen, f"{where}.device")
+        resolved = (
+            distributed.device()
+            if distributed.world_size() > 1
+            else resolve_device(chosen, f"{where}.device")
+        )
         prec = precision or self.precision
         check_choice(f"{key if precision else 'runtime'}.precision", prec, list(PRECISIONS))
         assert isinstance(self.loader, LoaderConfig)
@@ -90,7 +98,7 @@ class RuntimeConfig(Config):
 class Runtime:
     """A resolved device, precision and loader configuration."""
 
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "fp32"
     loader: LoaderConfig = field(default_factory=LoaderConfig)
 

@@ -88,7 +88,9 @@ class StreamSource(Source):
             yield chunk
 
     def content_keys(self, indices: torch.Tensor) -> list[bytes]:
-        found = {p: hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest() for p, x in self.scan(indices)}
+        found = {
+            p: hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest() for p, x in self.scan(indices)
+        }
         return [found[int(i)] for i in indices]
 
     def fingerprint(self) -> str:
@@ -141,7 +143,9 @@ def _label(raw: bytes, where: str) -> int:
     try:
         return int(raw.decode().strip())
     except ValueError:
-        raise DataError(f"{where}: label {raw[:20]!r} is not a class index; expected an integer as text") from None
+        raise DataError(
+            f"{where}: label {raw[:20]!r} is not a class index; expected an integer as text"
+        ) from None
 
 
 _IMAGE_EXTS = {"png", "jpg", "jpeg", "bmp", "webp", "gif", "tif", "tiff"}
@@ -175,7 +179,9 @@ def _samples(files: list[Path]) -> Iterator[tuple[tuple[str, bytes], int]]:
             yield (key, parts["image"]), _label(parts["cls"], f"tar shards: sample {key!r}")
     if pending:
         key, parts = next(iter(pending.items()))
-        raise DataError(f"tar shards: sample {key!r} has only {sorted(parts)}; expected an image and a .cls label")
+        raise DataError(
+            f"tar shards: sample {key!r} has only {sorted(parts)}; expected an image and a .cls label"
+        )
 
 
 def tar_shards(
@@ -192,7 +198,9 @@ def tar_shards(
             lambda: _samples(files),
             classes,
             decode=_Decode(channels),
-            label_pass=lambda: (_label(d, f"tar shards: sample {k!r}") for k, _, d in _members(files, "cls".__eq__)),
+            label_pass=lambda: (
+                _label(d, f"tar shards: sample {k!r}") for k, _, d in _members(files, "cls".__eq__)
+            ),
             name=f"tar shards {where!r}",
         )
 

@@ -22,7 +22,18 @@ from shrinkflow.core.data import Split
 from shrinkflow.core.loader import Batches
 from shrinkflow.core.runtime import CPU, Runtime, on_device
 
-__all__ = ["EpochLog", "LossFn", "TrainConfig", "evaluate", "fit", "node_seed", "predict", "predict_split", "reader", "seed_everything"]
+__all__ = [
+    "EpochLog",
+    "LossFn",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "node_seed",
+    "predict",
+    "predict_split",
+    "reader",
+    "seed_everything",
+]
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +261,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.
     """Logits for the tensor ``x`` in evaluation mode, on the model's device; returned on the CPU."""
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)])
+    return torch.cat(
+        [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, x.shape[0], batch_size)]
+    )
 
 
 def reader(data: Split | Batches, batch_size: int = 1024) -> Batches:

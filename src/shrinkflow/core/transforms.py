@@ -130,7 +130,9 @@ class _Items:
 class Pipeline:
     """The configured steps for one split (``train``: with augmentation) and the batch assembly."""
 
-    def __init__(self, steps: Sequence[Any] = (), *, train: bool = False, channels: int | None = None) -> None:
+    def __init__(
+        self, steps: Sequence[Any] = (), *, train: bool = False, channels: int | None = None
+    ) -> None:
         built = build_steps(steps)
         tail = []
         while built and built[-1][0] == "Normalize":
@@ -175,7 +177,9 @@ class Pipeline:
             return x.expand(-1, self.channels, *x.shape[2:]).contiguous()
         if self.channels == 1:
             return x.mean(dim=1, keepdim=True)
-        raise DataError(f"images have {c} channels; data.channels={self.channels} expects 1 or {self.channels}")
+        raise DataError(
+            f"images have {c} channels; data.channels={self.channels} expects 1 or {self.channels}"
+        )
 
 
 def _stack(items: list[torch.Tensor], source: Any, indices: torch.Tensor) -> torch.Tensor:

@@ -110,7 +110,8 @@ def load_raw(plugin: str, options: dict[str, Any]) -> RawData:
 def _cached_raw(plugin: str, options: dict[str, Any]) -> RawData:
     # the files' modification times are part of the key: a rewritten file is read again
     stamps = [
-        Path(v).stat().st_mtime_ns if isinstance(v, str) and Path(v).exists() else None for v in options.values()
+        Path(v).stat().st_mtime_ns if isinstance(v, str) and Path(v).exists() else None
+        for v in options.values()
     ]
     return _cached(plugin, json.dumps(options, sort_keys=True), tuple(stamps))
 
@@ -149,7 +150,17 @@ class PluginDataset(AbstractDataset[None, RawData]):
 
 #: what a split file holds (format 2): positions in a source and how to rebuild that source
 _FORMAT = "shrinkflow.split/2"
-_KEYS = {"format", "origin", "indices", "labels", "num_classes", "fingerprint", "transforms", "train", "channels"}
+_KEYS = {
+    "format",
+    "origin",
+    "indices",
+    "labels",
+    "num_classes",
+    "fingerprint",
+    "transforms",
+    "train",
+    "channels",
+}
 
 
 class SplitDataset(AbstractDataset[Split, Split]):
@@ -172,7 +183,11 @@ class SplitDataset(AbstractDataset[Split, Split]):
     def load(self) -> Split:
         where = f"split file {str(self._filepath)!r}"
         payload = art._read(Path(self._filepath), "split file")
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT or set(payload) - _KEYS - {"x", "y"}:
+        if (
+            not isinstance(payload, dict)
+            or payload.get("format") != _FORMAT
+            or set(payload) - _KEYS - {"x", "y"}
+        ):
             keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
             raise DataError(
                 f"{where} holds {keys}; expected a {_FORMAT} split (keys {sorted(_KEYS)}): re-run the data stage"
@@ -187,14 +202,20 @@ class SplitDataset(AbstractDataset[Split, Split]):
                 raise DataError(f"{where} was cut from the test set of {origin}, which has none now")
         check_source(source, where)
         indices = payload["indices"]
-        if source.fingerprint() != payload["fingerprint"] or (len(indices) and int(indices.max()) >= len(source)):
+        if source.fingerprint() != payload["fingerprint"] or (
+            len(indices) and int(indices.max()) >= len(source)
+        ):
             raise DataError(
                 f"{where} was cut from {origin or 'tensors'} with fingerprint {payload['fingerprint'][:12]}; "
                 f"that data set now has {len(source)} samples and fingerprint {source.fingerprint()[:12]} "
                 "(files or labels changed): re-run the data stage"
             )
-        if source.num_classes != int(payload["num_classes"]) or not torch.equal(source.labels[indices], payload["labels"]):
-            raise DataError(f"{where}: the labels of its samples differ from the data set's now: re-run the data stage")
+        if source.num_classes != int(payload["num_classes"]) or not torch.equal(
+            source.labels[indices], payload["labels"]
+        ):
+            raise DataError(
+                f"{where}: the labels of its samples differ from the data set's now: re-run the data stage"
+            )
         return Split(
             source,
             indices,

@@ -79,7 +79,10 @@ def _part_stats(source: Source, part: str) -> pd.DataFrame:
             "part": part,
             "sample": [f"{part}[{i}]" for i in range(n)],
             "label": labels,
-            **{k: stats[k] for k in ("min", "max", "mean", "nan_count", "inf_count", "channels", "height", "width")},
+            **{
+                k: stats[k]
+                for k in ("min", "max", "mean", "nan_count", "inf_count", "channels", "height", "width")
+            },
             "num_classes": source.num_classes,
             # classes of 0..num_classes-1 that occur (labels outside that range are checked apart)
             "classes_present": int(((counts.index >= 0) & (counts.index < source.num_classes)).sum()),

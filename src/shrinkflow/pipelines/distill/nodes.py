@@ -11,7 +11,12 @@ from shrinkflow.stages import DistillStage, distill
 
 
 def distill_model(
-    teacher: ModelArtifact, pruned: ModelArtifact, train: Split, val: Split, cfg: DistillStage, runtime: RuntimeConfig
+    teacher: ModelArtifact,
+    pruned: ModelArtifact,
+    train: Split,
+    val: Split,
+    cfg: DistillStage,
+    runtime: RuntimeConfig,
 ) -> tuple[ModelArtifact, dict[str, Any]]:
     """Train the student (the pruned model, or ``cfg.student``) under the teacher."""
     return distill(teacher, pruned, train, val, cfg, runtime)

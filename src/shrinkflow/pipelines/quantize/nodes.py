@@ -11,7 +11,12 @@ from shrinkflow.stages import QuantizeStage, run_method
 
 
 def quantize_model(
-    model: ModelArtifact, teacher: ModelArtifact, train: Split, val: Split, cfg: QuantizeStage, runtime: RuntimeConfig
+    model: ModelArtifact,
+    teacher: ModelArtifact,
+    train: Split,
+    val: Split,
+    cfg: QuantizeStage,
+    runtime: RuntimeConfig,
 ) -> tuple[ModelArtifact, dict[str, Any]]:
     """Apply the configured quantizer. ``train`` is calibration data for post-training methods and
     training data (with ``cfg.finetune``) for QAT and weight sharing; the teacher gives soft targets."""

@@ -8,7 +8,14 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 quantize_model,
-                ["distilled_model", "teacher_model", "train_set", "val_set", "params:quantize", "params:runtime"],
+                [
+                    "distilled_model",
+                    "teacher_model",
+                    "train_set",
+                    "val_set",
+                    "params:quantize",
+                    "params:runtime",
+                ],
                 ["quantized_model", "quantize_record"],
                 name="quantize",
             )
