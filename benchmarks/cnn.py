@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -50,7 +49,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # after the OpenMP setting, which is read when the runtime starts
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
-from timing import time_rounds  # benchmarks/timing.py
+from timing import time_rounds, timing_row  # benchmarks/timing.py
 from torch import nn
 
 from shrinkflow.core import artifact as artifacts
@@ -211,8 +210,6 @@ def summarize(found: dict[str, dict]) -> list[dict[str, Any]]:
     base = found[TEACHER]
     rows = []
     for name, v in found.items():
-        lat = [b / a for a, b in zip(v["b1_ms"], base["b1_ms"], strict=True)]
-        thr = [a / b for a, b in zip(v["b256_sps"], base["b256_sps"], strict=True)]
         rows.append(
             {
                 "variant": name,
@@ -225,11 +222,7 @@ def summarize(found: dict[str, dict]) -> list[dict[str, Any]]:
                 "artifact_bytes": v["artifact_bytes"],
                 "agreement": v.get("agreement"),
                 "agrees_with": v.get("agrees_with"),
-                "latency_b1_ms": statistics.median(v["b1_ms"]),
-                "latency_b1_speedup": statistics.median(lat),
-                "throughput_b256_sps": statistics.median(v["b256_sps"]),
-                "throughput_b256_speedup": statistics.median(thr),
-                "throughput_b256_speedup_range": [min(thr), max(thr)],
+                **timing_row(v, base),
                 **{k: v[k] for k in ("onnx_format", "qparams") if k in v},
             }
         )

@@ -35,7 +35,6 @@ import copy
 import datetime as dt
 import json
 import platform
-import statistics
 import sys
 import time
 import warnings
@@ -47,7 +46,7 @@ from typing import Any
 import torch
 import yaml
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
-from timing import time_rounds  # benchmarks/timing.py
+from timing import time_rounds, timing_row  # benchmarks/timing.py
 from torch import nn
 
 from shrinkflow.core.artifact import ModelArtifact
@@ -165,19 +164,13 @@ def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     base = found["fp32 eager"]
     rows = []
     for name, v in found.items():
-        lat_ratio = [b / a for a, b in zip(v["b1_ms"], base["b1_ms"], strict=True)]
-        thr_ratio = [a / b for a, b in zip(v["b256_sps"], base["b256_sps"], strict=True)]
         rows.append(
             {
                 "variant": name,
                 "runtime": v["runtime"],
                 "accuracy": v["accuracy"],
                 "accuracy_delta_pp": 100 * (v["accuracy"] - base["accuracy"]),
-                "latency_b1_ms": statistics.median(v["b1_ms"]),
-                "latency_b1_speedup": statistics.median(lat_ratio),
-                "throughput_b256_sps": statistics.median(v["b256_sps"]),
-                "throughput_b256_speedup": statistics.median(thr_ratio),
-                "throughput_b256_speedup_range": [min(thr_ratio), max(thr_ratio)],
+                **timing_row(v, base),
                 **{
                     k: v[k]
                     for k in (

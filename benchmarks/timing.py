@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import torch
@@ -29,3 +30,17 @@ def time_rounds(
             for v in found.values():
                 v["b1_ms"].append(latency_ms(v["runner"], one, b1)[0])
                 v["b256_sps"].append(throughput_sps(v["runner"], big, b256))
+
+
+def timing_row(variant: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Median batch-1 latency and batch-256 throughput of one timed variant, and its speed-ups over
+    ``base`` computed round by round (each round's ratio, then the median)."""
+    lat = [b / a for a, b in zip(variant["b1_ms"], base["b1_ms"], strict=True)]
+    thr = [a / b for a, b in zip(variant["b256_sps"], base["b256_sps"], strict=True)]
+    return {
+        "latency_b1_ms": statistics.median(variant["b1_ms"]),
+        "latency_b1_speedup": statistics.median(lat),
+        "throughput_b256_sps": statistics.median(variant["b256_sps"]),
+        "throughput_b256_speedup": statistics.median(thr),
+        "throughput_b256_speedup_range": [min(thr), max(thr)],
+    }

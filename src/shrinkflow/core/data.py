@@ -89,13 +89,16 @@ class Source(Dataset):
 
     def content_keys(self, indices: torch.Tensor) -> list[bytes]:
         """One digest per sample of its stored content (duplicates across splits show as equal keys)."""
-        return [
-            hashlib.blake2b(self.item(int(i)).numpy().tobytes(), digest_size=16).digest() for i in indices
-        ]
+        return [content_key(self.item(int(i))) for i in indices]
 
     def describe(self, index: int) -> str:
         """How a message names sample ``index`` (a file path, or the position)."""
         return f"sample {index}"
+
+
+def content_key(x: torch.Tensor) -> bytes:
+    """A 16-byte digest of a sample's stored values."""
+    return hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest()
 
 
 class TensorSource(Source):

@@ -57,14 +57,27 @@ def _idx_layout(path: Path, raw: bytes, size: int) -> tuple[tuple[int, ...], int
     return shape, header
 
 
-def _read(path: Path) -> bytes:
+def _file_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if path.suffix == ".gz" else raw
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"IDX file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"IDX file {str(path)!r} cannot be read: {exc}") from exc
+
+
+def _unzipped(path: Path, raw: bytes) -> bytes:
+    """``raw``, the bytes of ``path``, decompressed when it is a ``.gz`` file."""
+    if path.suffix != ".gz":
+        return raw
+    try:
+        return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"IDX file {str(path)!r} is not a readable gzip file: {exc}") from exc
+
+
+def _read(path: Path) -> bytes:
+    return _unzipped(path, _file_bytes(path))
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -84,12 +97,12 @@ def map_idx(path: Path) -> tuple[Path, tuple[int, ...], int]:
     named after its content's digest, written atomically."""
     plain = path
     if path.suffix == ".gz":
-        digest = hashlib.sha256(_read_raw(path)).hexdigest()[:16]
-        plain = _cache() / "idx" / f"{path.stem}-{digest}"
+        raw = _file_bytes(path)
+        plain = _cache() / "idx" / f"{path.stem}-{hashlib.sha256(raw).hexdigest()[:16]}"
         if not plain.exists():
             plain.parent.mkdir(parents=True, exist_ok=True)
             partial = plain.with_name(plain.name + f".{os.getpid()}.partial")
-            partial.write_bytes(_read(path))
+            partial.write_bytes(_unzipped(path, raw))
             os.replace(partial, plain)
     if not plain.is_file():
         raise DataError(f"IDX file {str(plain)!r} does not exist")
@@ -97,13 +110,6 @@ def map_idx(path: Path) -> tuple[Path, tuple[int, ...], int]:
         head = handle.read(4 + 4 * 4)
     shape, header = _idx_layout(plain, head, plain.stat().st_size)
     return plain, shape, header
-
-
-def _read_raw(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"IDX file {str(path)!r} cannot be read: {exc}") from exc
 
 
 class MappedImages(Source):

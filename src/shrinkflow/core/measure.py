@@ -94,7 +94,11 @@ def fixed_threads(threads: int) -> Iterator[None]:
 Model = Callable[[torch.Tensor], Any]  # an nn.Module, or an ONNX Runtime session wrapper
 
 
-def _time_runs(model: Model, x: torch.Tensor, warmup: int, runs: int) -> list[float]:
+def _time_runs(
+    model: Model, x: torch.Tensor, warmup: int, runs: int, sync: Callable[[], None] | None = None
+) -> list[float]:
+    """Wall-clock seconds of ``runs`` forward passes after ``warmup`` untimed ones; ``sync`` (e.g.
+    ``torch.cuda.synchronize``) runs before and after each timed pass, for asynchronous devices."""
     if isinstance(model, nn.Module):
         model.eval()
     with torch.inference_mode():
@@ -102,8 +106,12 @@ def _time_runs(model: Model, x: torch.Tensor, warmup: int, runs: int) -> list[fl
             model(x)
         times = []
         for _ in range(runs):
+            if sync is not None:
+                sync()
             start = time.perf_counter()
             model(x)
+            if sync is not None:
+                sync()
             times.append(time.perf_counter() - start)
     return times
 
@@ -261,19 +269,10 @@ def gpu_timings(model: nn.Module, data: Any, cfg: MeasureConfig) -> dict[str, fl
     sample = data.head(cfg.throughput_batch).to(device)
 
     def timed(x: torch.Tensor, runs: int) -> float:
-        with torch.inference_mode():
-            for _ in range(cfg.warmup):
-                model(x)
-            times = []
-            for _ in range(runs):
-                torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                model(x)
-                torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        return statistics.median(
+            _time_runs(model, x, cfg.warmup, runs, lambda: torch.cuda.synchronize(device))
+        )
 
-    model.eval()
     batch = large_batch(sample, cfg.throughput_batch)
     return {
         "gpu_latency_b1_ms": timed(sample[:1], cfg.latency_runs) * 1e3,

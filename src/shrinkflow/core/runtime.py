@@ -116,9 +116,6 @@ class Runtime:
         """A GradScaler for fp16 (bf16 has fp32's exponent range and needs none)."""
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"device": str(self.device), "precision": self.precision}
-
 
 CPU = Runtime()
 

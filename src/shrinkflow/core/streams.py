@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from shrinkflow.core.data import DataError, RawData, Source
+from shrinkflow.core.data import DataError, RawData, Source, content_key
 
 __all__ = ["StreamSource", "tar_shards"]
 
@@ -88,9 +88,7 @@ class StreamSource(Source):
             yield chunk
 
     def content_keys(self, indices: torch.Tensor) -> list[bytes]:
-        found = {
-            p: hashlib.blake2b(x.numpy().tobytes(), digest_size=16).digest() for p, x in self.scan(indices)
-        }
+        found = {p: content_key(x) for p, x in self.scan(indices)}
         return [found[int(i)] for i in indices]
 
     def fingerprint(self) -> str:
