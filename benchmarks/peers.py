@@ -18,7 +18,12 @@ On MNIST, for LeNet-300-100, LeNet-5 and the seed article's CNN, each trained he
 * ``unstructured 50%`` / ``structured 50%``: magnitude pruning of half of the weights, and
   Torch-Pruning channel pruning of half of each layer's channels, both fine-tuned the same way
   (3 epochs); the structured model also exported and run in ONNX Runtime fp32, to compare with the
-  unpruned ``ONNX Runtime fp32`` where per-call overhead does not hide the saved work.
+  unpruned ``ONNX Runtime fp32`` where per-call overhead does not hide the saved work;
+* ``NNCF PTQ int8 (OpenVINO)`` / ``OpenVINO fp32``: the strongest CPU int8 anchor outside
+  PyTorch, NNCF's post-training quantization (``nncf.quantize`` on the same calibration batches)
+  run by OpenVINO, and the fp32 export run by OpenVINO, which separates the int8 gain from the
+  runtime's (benchmarks/openvino_runner.py). Optional: ``pip install -c constraints.txt -e
+  ".[openvino]"``; without it these rows are skipped and the script says so.
 
 Every variant is timed in interleaved rounds (each round times every variant once: batch-1 latency,
 median of ``--b1-runs`` calls; batch-256 throughput, median of ``--b256-runs`` calls), on a fixed
@@ -46,6 +51,7 @@ from typing import Any
 import torch
 import yaml
 from machine import cpu_model  # benchmarks/machine.py (scripts run from this folder)
+from openvino_runner import missing, openvino_variants  # benchmarks/openvino_runner.py
 from timing import time_rounds, timing_row  # benchmarks/timing.py
 from torch import nn
 
@@ -97,9 +103,10 @@ def pruned(artifact: ModelArtifact, method: str, options: dict, train: Split, va
 
 
 def variants(
-    artifact: ModelArtifact, int8_method: str, train: Split, val: Split, threads: int
+    artifact: ModelArtifact, int8_method: str, train: Split, val: Split, threads: int, openvino: bool
 ) -> dict[str, dict[str, Any]]:
-    """name -> {runner, runtime, and what the table shows besides speed}."""
+    """name -> {runner, runtime, and what the table shows besides speed}; the OpenVINO rows when
+    ``openvino``."""
     calibration = list(calibration_batches(train, 8, 128))
     example = val.head(2)
     with warnings.catch_warnings():
@@ -150,6 +157,8 @@ def variants(
         method=int8_method,
         qparams=ours_onnx.qparams,
     )
+    if openvino:
+        out.update(openvino_variants(fp32_onnx, calibration, threads))
     return out
 
 
@@ -181,6 +190,8 @@ def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                         "agreement",
                         "method",
                         "qparams",
+                        "ir_bytes",
+                        "build_seconds",
                     )
                     if k in v
                 },
@@ -191,7 +202,7 @@ def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_model(
     key: str, data: tuple[Split, Split, Split], threads: list[int], args: argparse.Namespace
-) -> dict:
+) -> dict:  # args.openvino_missing: why the OpenVINO rows are skipped, or None
     title, spec, epochs, int8_method = MODELS[key]
     train, val, test = data
     torch.set_num_threads(max(threads))
@@ -201,7 +212,10 @@ def run_model(
     tables = {}
     for n in threads:
         torch.set_num_threads(n)
-        found = variants(artifact, int8_method, train, val, n)
+        found = variants(artifact, int8_method, train, val, n, openvino=args.openvino_missing is None)
+        for name, v in found.items():
+            if "build_seconds" in v:
+                print(f"[{key}] {name} built in {v['build_seconds']:.1f} s", flush=True)
         x = test.x  # the test images, read once for every variant
         big = large_batch(x, 256)
         for v in found.values():
@@ -230,7 +244,7 @@ def findings(result: dict, threads: str) -> list[str]:
         for name, r in rows.items()
         if min(r["latency_b1_speedup"], r["throughput_b256_speedup"]) < 0.95
     ]
-    return [
+    lines = [
         f"- int8: ours ({ours['method']} + ONNX export, {ours['qparams']} qparams) "
         f"{ours['throughput_b256_speedup']:.2f}x fp32 eager at b256, "
         f"{ours['latency_b1_speedup']:.2f}x at b1, {ours['accuracy_delta_pp']:+.2f} pp, agreeing with the PyTorch "
@@ -245,6 +259,29 @@ def findings(result: dict, threads: str) -> list[str]:
         f"accuracy {pt['accuracy_delta_pp']:+.2f} pp after fine-tuning.",
         "- slower than fp32 eager: " + ("; ".join(slower) if slower else "none") + ".",
     ]
+    if "NNCF PTQ int8 (OpenVINO)" in rows:
+        lines.append(_openvino_finding(rows))
+    return lines
+
+
+def _openvino_finding(rows: dict[str, dict[str, Any]]) -> str:
+    nncf, ov = rows["NNCF PTQ int8 (OpenVINO)"], rows["OpenVINO fp32"]
+
+    def over(a: dict, b: dict) -> str:  # a's speed-up over b, at b256 / b1
+        return (
+            f"{a['throughput_b256_speedup'] / b['throughput_b256_speedup']:.2f}x / "
+            f"{a['latency_b1_speedup'] / b['latency_b1_speedup']:.2f}x"
+        )
+
+    return (
+        f"- OpenVINO: NNCF PTQ int8 {nncf['throughput_b256_speedup']:.2f}x fp32 eager at b256, "
+        f"{nncf['latency_b1_speedup']:.2f}x at b1, {nncf['accuracy_delta_pp']:+.2f} pp, agreeing with fp32 eager on "
+        f"{nncf['agreement']:.2%} of test images (built in {nncf['build_seconds']:.1f} s); OpenVINO fp32 "
+        f"{ov['throughput_b256_speedup']:.2f}x / {ov['latency_b1_speedup']:.2f}x. At b256 / b1: NNCF int8 over "
+        f"OpenVINO fp32 {over(nncf, ov)}, over ONNX Runtime int8 {over(nncf, rows['ONNX Runtime int8'])}, over "
+        f"ours {over(nncf, rows['shrinkflow int8 (ONNX QDQ)'])}; OpenVINO fp32 over ONNX Runtime fp32 "
+        f"{over(ov, rows['ONNX Runtime fp32'])}."
+    )
 
 
 def markdown(results: list[dict], header: dict) -> str:
@@ -253,7 +290,9 @@ def markdown(results: list[dict], header: dict) -> str:
         "",
         f"Measured {header['date']} on {header['cpu']}; Python {header['python']}, torch {header['torch']}, "
         f"onnxruntime {header['onnxruntime']}, onnx {header['onnx']}, torch-pruning {header['torch_pruning']}, "
-        f"shrinkflow {header['shrinkflow']}. Wall time {header['seconds']:.0f} s. Command: `{header['command']}`.",
+        f"shrinkflow {header['shrinkflow']}"
+        + (f", openvino {header['openvino']}, nncf {header['nncf']}" if "openvino" in header else "")
+        + f". Wall time {header['seconds']:.0f} s. Command: `{header['command']}`.",
         "",
         "Speed-ups are the median over interleaved rounds of each variant's ratio to fp32 eager PyTorch in the "
         "same round (> 1 is faster); the b256 range is the lowest and highest round. Accuracy is top-1 on the "
@@ -268,6 +307,8 @@ def markdown(results: list[dict], header: dict) -> str:
         "through 16-bit intermediates), so our int8 path for the CNNs is dynamic_int8 (convolutions float); for "
         "Linear-heavy models it is the default, static_int8 exported to ONNX with its own qparams.",
     ]
+    if header.get("openvino_skipped"):
+        lines += ["", f"OpenVINO rows skipped: {header['openvino_skipped']}."]
     for result in results:
         for threads, rows in result["tables"].items():
             lines += [
@@ -279,7 +320,13 @@ def markdown(results: list[dict], header: dict) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|",
             ]
             for r in rows:
-                size = f"{r['onnx_bytes']:,} B onnx" if "onnx_bytes" in r else f"{r['bytes_in_memory']:,} B"
+                size = (
+                    f"{r['onnx_bytes']:,} B onnx"
+                    if "onnx_bytes" in r
+                    else f"{r['ir_bytes']:,} B IR"
+                    if "ir_bytes" in r
+                    else f"{r['bytes_in_memory']:,} B"
+                )
                 low, high = r["throughput_b256_speedup_range"]
                 memory = f"{r['peak_memory_bytes']:,} B" if "peak_memory_bytes" in r else ""
                 lines.append(
@@ -302,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    args.openvino_missing = missing()
+    if args.openvino_missing:
+        print(
+            f"OpenVINO rows skipped ({args.openvino_missing}); for them: "
+            'pip install -c constraints.txt -e ".[openvino]"',
+            flush=True,
+        )
     raw = mnist(str(args.mnist))
     # a 5,000-image validation split for the fine-tuning loops; the official test set for every figure
     order = torch.randperm(len(raw.data), generator=torch.Generator().manual_seed(0))
@@ -316,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         **{
             k.replace("-", "_"): version(k)
             for k in ("torch", "onnxruntime", "onnx", "torch-pruning", "shrinkflow")
+            + (("openvino", "nncf") if args.openvino_missing is None else ())
         },
+        **({"openvino_skipped": args.openvino_missing} if args.openvino_missing else {}),
         "seconds": time.perf_counter() - start,
         "command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
