@@ -58,8 +58,10 @@ from torch import nn
 from shrinkflow.core.artifact import ModelArtifact
 from shrinkflow.core.data import Split, calibration_batches
 from shrinkflow.core.datasets import mnist
+from shrinkflow.core.deploy import deploy
 from shrinkflow.core.export import ExportConfig, OnnxModel, export_artifact, quantize_int8, to_onnx
 from shrinkflow.core.measure import (
+    MeasureConfig,
     activation_peak_bytes,
     count_parameters,
     large_batch,
@@ -75,6 +77,18 @@ MODELS = {
     "lenet300": ("LeNet-300-100", ModelSpec("lenet_300_100"), 10, "static_int8"),
     "lenet5": ("LeNet-5", ModelSpec("lenet5"), 6, "dynamic_int8"),
     "seed_cnn": ("seed CNN", ModelSpec("seed_cnn"), 5, "dynamic_int8"),
+}
+# key -> (label, prune method, its options, quantizer or None): the recipe whose final model the
+# export stage deploys on the runtime it measures fastest (``shrinkflow.core.deploy``)
+DEPLOYED = {
+    "lenet300": (
+        "AGP 92% + static_int8",
+        "agp",
+        {"sparsity": 0.92, "steps": 3, "epochs_per_step": 2},
+        "static_int8",
+    ),
+    "lenet5": ("channel 50%", "channel", {"ratio": 0.5}, None),
+    "seed_cnn": ("channel 50%", "channel", {"ratio": 0.5}, None),
 }
 FINETUNE = TrainConfig(epochs=3, lr=1e-3)
 
@@ -100,6 +114,47 @@ def quantized(
 def pruned(artifact: ModelArtifact, method: str, options: dict, train: Split, val: Split) -> ModelArtifact:
     stage = PruneStage(method=method, options={method: options}, finetune=FINETUNE)
     return run_method(stage, copy.deepcopy(artifact), train, val, train_cfg=stage.finetune)[0]
+
+
+class ByBatch:
+    """The deployed model as a server routes it: each batch size to the runtime chosen for it
+    (the nearest measured size at or below; the smallest otherwise)."""
+
+    def __init__(self, runners: dict[int, Runner]) -> None:
+        self.runners = dict(sorted(runners.items()))
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        size = max((b for b in self.runners if b <= len(x)), default=min(self.runners))
+        return self.runners[size](x)
+
+    def predict(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        return torch.cat([torch.as_tensor(self(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+
+
+def deployed(
+    key: str, artifact: ModelArtifact, train: Split, val: Split, test: Split, threads: int
+) -> dict[str, dict[str, Any]]:
+    """The compressed model of ``DEPLOYED[key]``, through the export stage's runtime selection at
+    batch sizes 1 and 256 (chosen on the validation split, on ``threads`` threads)."""
+    label, method, options, quantizer = DEPLOYED[key]
+    start = time.perf_counter()
+    model = pruned(artifact, method, options, train, val)
+    if quantizer:
+        model = quantized(model, quantizer, train, val)
+    cfg = ExportConfig(batch_sizes=[1, 256], serve_batch=1, rounds=3)
+    measure = MeasureConfig(warmup=5, latency_runs=100, throughput_runs=10, threads=threads)
+    chosen = deploy(model, artifact, val, test, list(calibration_batches(train, 8, 128)), cfg, measure)
+    runners = {b: chosen.built[name].runner for b, name in chosen.chosen.items()}
+    choice = ", ".join(f"b{b}: {name}" for b, name in sorted(chosen.chosen.items()))
+    return {
+        f"shrinkflow deployed: {label}": {
+            "runner": ByBatch(runners),
+            "runtime": f"chosen ({choice})",
+            "deployment": chosen.to_dict(),
+            "artifact_bytes": len(chosen.served.data),
+            "build_seconds": time.perf_counter() - start,
+        }
+    }
 
 
 def variants(
@@ -192,6 +247,8 @@ def summarize(found: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                         "qparams",
                         "ir_bytes",
                         "build_seconds",
+                        "deployment",
+                        "artifact_bytes",
                     )
                     if k in v
                 },
@@ -213,6 +270,7 @@ def run_model(
     for n in threads:
         torch.set_num_threads(n)
         found = variants(artifact, int8_method, train, val, n, openvino=args.openvino_missing is None)
+        found.update(deployed(key, artifact, train, val, test, n))
         for name, v in found.items():
             if "build_seconds" in v:
                 print(f"[{key}] {name} built in {v['build_seconds']:.1f} s", flush=True)
@@ -259,6 +317,16 @@ def findings(result: dict, threads: str) -> list[str]:
         f"accuracy {pt['accuracy_delta_pp']:+.2f} pp after fine-tuning.",
         "- slower than fp32 eager: " + ("; ".join(slower) if slower else "none") + ".",
     ]
+    for name, r in rows.items():
+        if name.startswith("shrinkflow deployed"):
+            d = r["deployment"]
+            lines.append(
+                f"- {name}: {r['throughput_b256_speedup']:.2f}x fp32 eager at b256, {r['latency_b1_speedup']:.2f}x "
+                f"at b1, {r['accuracy_delta_pp']:+.2f} pp; runtimes chosen on the validation split among "
+                + ", ".join(sorted({c["runtime"] for c in d["candidates"]}))
+                + (f" (skipped: {', '.join(d['skipped'])})" if d["skipped"] else "")
+                + f": {r['runtime'].removeprefix('chosen (').rstrip(')')}."
+            )
     if "NNCF PTQ int8 (OpenVINO)" in rows:
         lines.append(_openvino_finding(rows))
     return lines
@@ -325,6 +393,8 @@ def markdown(results: list[dict], header: dict) -> str:
                     if "onnx_bytes" in r
                     else f"{r['ir_bytes']:,} B IR"
                     if "ir_bytes" in r
+                    else f"{r['artifact_bytes']:,} B served"
+                    if "artifact_bytes" in r
                     else f"{r['bytes_in_memory']:,} B"
                 )
                 low, high = r["throughput_b256_speedup_range"]

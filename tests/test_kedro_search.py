@@ -19,6 +19,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from test_kedro_run import FAST_EVAL, kedro, metrics, project_after_a_good_run, start
 
+#: for the tests of workers and storage: no ONNX export per trial (the runtime objectives are
+#: tested above), and one objective, as `--params` cannot give a list with commas
+STORAGE_ONLY = "search.objectives=[accuracy]"
+
 
 def search_args(storage: str, study: str, n_trials: int, *extra: str) -> list[str]:
     params = [
@@ -45,21 +49,38 @@ def copy_of(trained: Path, dest: Path) -> Path:
     return dest
 
 
-def test_a_search_writes_its_front_logs_child_runs_and_its_recipe_reproduces_the_trial(
+#: acceptance: a batch-1 latency budget on the runtime the model is deployed on (ONNX Runtime, 1
+#: thread). A digits MLP runs in about 0.02-0.04 ms there; the budget leaves room for a busy machine.
+LATENCY_BUDGET_MS = 0.15
+
+
+def test_a_search_with_a_latency_budget_writes_its_front_logs_child_runs_and_its_recipe_meets_it(
     trained: Path, tmp_path
 ):
     project = copy_of(trained, tmp_path / "p")
     storage = f"sqlite:///{tmp_path}/study.db"
-    result = kedro(project, *search_args(storage, "digits", 8))
+    budget = f"search.constraints=[onnx_latency_b1_ms <= {LATENCY_BUDGET_MS}]"
+    result = kedro(project, *search_args(storage, "digits", 8, budget))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     out = project / "data/09_search"
     trials = pd.read_csv(out / "trials.csv")
     summary = json.loads((out / "summary.json").read_text())
     assert len(trials) == 8 and summary["trials"] == 8 and summary["ran_here"] == 8
+    assert summary["constraints"] == [f"onnx_latency_b1_ms <= {LATENCY_BUDGET_MS}"]
+    assert set(summary["splits"]) == {"val", "test"} and "once" in summary["splits"]["test"]
     assert (out / "pareto_front.png").stat().st_size > 10_000
     chosen = summary["chosen"]
     assert chosen["number"] in summary["pareto"] and chosen["number"] in trials["number"].tolist()
+    # every figure names its split; the test split only for the front and the chosen trial
+    assert {"val.accuracy", "val.onnx_latency_b1_ms", "test.accuracy", "feasible"} <= set(trials)
+    assert not {"accuracy", "packed_bytes"} & set(trials)
+    assert set(trials.loc[trials["test.accuracy"].notna(), "number"]) == set(summary["pareto"]) | {
+        chosen["number"]
+    }
+    row = trials.set_index("number").loc[chosen["number"]]
+    assert row["feasible"] and row["val.onnx_latency_b1_ms"] <= LATENCY_BUDGET_MS
+    assert chosen["val"]["onnx_latency_b1_ms"] <= LATENCY_BUDGET_MS
 
     import mlflow
 
@@ -72,22 +93,29 @@ def test_a_search_writes_its_front_logs_child_runs_and_its_recipe_reproduces_the
     assert sorted(int(c.data.tags["search.trial"]) for c in children) == list(range(8))
     logged = {int(c.data.tags["search.trial"]): c for c in children}[chosen["number"]]
     assert logged.data.params["prune.method"] == chosen["params"]["prune.method"]
-    assert logged.data.metrics["packed_bytes"] == chosen["metrics"]["packed_bytes"]
-    assert parent.data.metrics["search.chosen.accuracy"] == chosen["metrics"]["accuracy"]
+    assert logged.data.metrics["val.packed_bytes"] == chosen["val"]["packed_bytes"]
+    assert parent.data.metrics["search.chosen.val.accuracy"] == chosen["val"]["accuracy"]
+    assert parent.data.metrics["search.chosen.test.accuracy"] == chosen["test"]["accuracy"]
 
-    # the written-back recipe: `kedro run --config` rebuilds the trial's model, to the last digit
+    # the written-back recipe: `kedro run --config` rebuilds the trial's model, to the last digit,
+    # and its ONNX export meets the latency budget there too
     recipe = yaml.safe_load((out / "best_recipe.yml").read_text())
     assert set(recipe["run"]["params"]) == {"seed", "prune", "distill", "quantize"}
     result = kedro(project, "--config", str(out / "best_recipe.yml"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = metrics(project)["quantized"]
     for key in ("accuracy", "packed_bytes", "artifact_bytes", "sparsity", "teacher_agreement"):
-        assert final[key] == pytest.approx(chosen["metrics"][key], rel=1e-12), key
+        assert final[key] == pytest.approx(chosen["test"][key], rel=1e-12), key
+    onnx = json.loads((project / "data/07_model_output/onnx_metrics.json").read_text())
+    assert onnx["latency_b1_p50_ms"] <= LATENCY_BUDGET_MS, (onnx["latency_b1_p50_ms"], chosen["val"])
 
 
 def test_two_workers_share_one_study_and_run_each_trial_once(trained: Path, tmp_path):
     storage = f"sqlite:///{tmp_path}/study.db"
-    workers = [start(copy_of(trained, tmp_path / name), *search_args(storage, "shared", 12)) for name in "ab"]
+    workers = [
+        start(copy_of(trained, tmp_path / name), *search_args(storage, "shared", 12, STORAGE_ONLY))
+        for name in "ab"
+    ]
     for worker in workers:
         output, _ = worker.communicate(timeout=600)
         assert worker.returncode == 0, output[-3000:]
@@ -106,7 +134,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(trained: Path, tmp_
 def test_a_killed_worker_is_resumed_and_its_trial_retried(trained: Path, tmp_path):
     project = copy_of(trained, tmp_path / "p")
     storage = f"sqlite:///{tmp_path}/study.db"
-    args = search_args(storage, "resume", 6, "search.heartbeat_s=1")
+    args = search_args(storage, "resume", 6, "search.heartbeat_s=1", STORAGE_ONLY)
     worker = start(project, *args)
     killed = None
     deadline = time.monotonic() + 300

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from shrinkflow.core.pareto import pareto_mask
 from shrinkflow.stages import MAKER
 from shrinkflow.stages import MODELS as STAGES
 
@@ -146,19 +147,9 @@ def stage_points(runs: pd.DataFrame, size_metric: str, stages: Sequence[str] = S
 def pareto_front(size: Sequence[float], accuracy: Sequence[float]) -> list[bool]:
     """``True`` for each point no other point dominates (no larger and at least as accurate, one strictly).
 
-    Sort by size ascending (ties: most accurate first), then keep each point more accurate than all
-    smaller ones: O(n log n). Exact duplicates are all kept.
+    Exact duplicates are all kept; see :func:`shrinkflow.core.pareto.pareto_mask`, which does the work.
     """
-    order = sorted(range(len(size)), key=lambda i: (size[i], -accuracy[i]))
-    front = [False] * len(size)
-    best, best_point = float("-inf"), None
-    for i in order:
-        point = (size[i], accuracy[i])
-        if accuracy[i] > best:
-            front[i], best, best_point = True, accuracy[i], point
-        elif point == best_point:
-            front[i] = True
-    return front
+    return pareto_mask(list(zip(size, accuracy, strict=True)), ("minimize", "maximize"))
 
 
 def draw_pareto(ax: Any, points: pd.DataFrame, size_metric: str) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "MODELS",
     "PRUNERS",
     "QUANTIZERS",
+    "RUNTIMES",
     "PluginError",
     "PluginInfo",
     "available",
@@ -36,7 +37,9 @@ QUANTIZERS = "shrinkflow.quantizers"
 DISTILLERS = "shrinkflow.distillers"
 MODELS = "shrinkflow.models"
 DATASETS = "shrinkflow.datasets"
-FAMILIES = (PRUNERS, QUANTIZERS, DISTILLERS, MODELS, DATASETS)
+#: serving runtimes the deployment measures and picks from (shrinkflow.core.deploy)
+RUNTIMES = "shrinkflow.runtimes"
+FAMILIES = (PRUNERS, QUANTIZERS, DISTILLERS, MODELS, DATASETS, RUNTIMES)
 
 
 class PluginError(LookupError):

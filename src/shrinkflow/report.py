@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pandas as pd
@@ -22,8 +24,9 @@ _COLUMNS = [
     ("macs_nonzero", "MACs (non-zero)", "{:,}"),
     ("teacher_agreement", "agrees with teacher", "{:.1%}"),
     ("latency_b1_p50_ms", "latency b1 p50 (ms)", "{:.3f}"),
-    ("throughput_b256_sps", "throughput b256 (samples/s)", "{:,.0f}"),
 ]
+#: ``throughput_b<N>_sps``: N is the configured large batch (``evaluate.throughput_batch``).
+_THROUGHPUT = re.compile(r"throughput_b(\d+)_sps")
 
 
 def build_report(
@@ -31,6 +34,7 @@ def build_report(
     records: dict[str, dict[str, Any]],
     gates: pd.DataFrame | None = None,
     onnx: dict[str, Any] | None = None,
+    deployment: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str, pd.DataFrame]:
     """Combine per-stage metrics and stage records into the report outputs.
 
@@ -39,6 +43,9 @@ def build_report(
     ``gates``: the validated quality table (``failed_checks`` per stage), shown as its own section.
     ``onnx``: the export's metrics (``onnx_metrics``), kept as ``document["onnx"]`` with status
     ``exported`` and shown beside the PyTorch stages it came from; not a row of the stage table.
+    ``deployment``: the export's choice of serving runtime per batch size (``deployment``), shown as
+    its own section; it stays out of ``document`` (metrics.json holds one block per model, and
+    ``deployment.json`` is its own file).
     """
     teacher = metrics["teacher"]
     document: dict[str, Any] = {}
@@ -61,7 +68,32 @@ def build_report(
     if onnx is not None:
         document["onnx"] = {"status": "exported", "method": f"onnx {onnx.get('format')}", **onnx}
         markdown += _onnx_markdown(document)
+    if deployment is not None:
+        markdown += _deployment_markdown(deployment)
     return document, markdown, table.reset_index()
+
+
+def _throughput_key(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The ``throughput_b<N>_sps`` key the first of ``rows`` that has one carries (N: the batch)."""
+    return next((k for row in rows for k in row if _THROUGHPUT.fullmatch(k)), None)
+
+
+def _throughput_title(key: str | None) -> str:
+    match = _THROUGHPUT.fullmatch(key or "")
+    return f"throughput b{match.group(1)} (samples/s)" if match else "throughput (samples/s)"
+
+
+def _table(rows: Sequence[Sequence[str]], columns: Sequence[str], right: Collection[str] = ()) -> str:
+    """A Markdown (pipe) table of cells already formatted as text; ``right`` columns align right."""
+    frame = pd.DataFrame([list(row) for row in rows], columns=list(columns))
+    align = ["right" if name in right else "left" for name in columns]
+    # the cells are formatted here (1,234 / +0.50 / 12.0x): tabulate must not parse them as numbers
+    return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def _cell(fmt: str, value: Any) -> str:
+    """``value`` formatted, or empty where it is missing (None or NaN)."""
+    return "" if value is None or (isinstance(value, float) and value != value) else fmt.format(value)
 
 
 _QPARAMS = {
@@ -77,66 +109,91 @@ def _onnx_markdown(document: dict[str, Any]) -> str:
         (document[s] for s in ("quantized", "distilled", "pruned") if document[s]["status"] == "done"),
         teacher,
     )
-    throughput = next((k for k in onnx if k.startswith("throughput_b")), None)
-    rows = [
+    throughput = _throughput_key([onnx])
+    rows = []
+    for label, row in (
         ("teacher (PyTorch fp32)", teacher),
         ("final model (PyTorch)", source),
         (f"ONNX Runtime ({onnx['format']})", onnx),
-    ]
-    lines = [
-        "",
-        "## ONNX export",
-        "",
-        f"`data/06_models/final.onnx`: {onnx['format']} ({_QPARAMS.get(onnx.get('qparams'), 'as stored')}), "
-        f"{onnx['onnx_bytes']:,} bytes; its predictions agree with the PyTorch model's on "
-        f"{onnx['agreement']:.2%} of the test set ({onnx['disagreements']} of {onnx['test_samples']} differ).",
-        "",
-        "| runtime | accuracy | latency b1 p50 (ms) | vs teacher | throughput (samples/s) | vs teacher |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, row in rows:
+    ):
         lat, thr = row["latency_b1_p50_ms"], row.get(throughput or "", float("nan"))
-        lines.append(
-            f"| {label} | {row['accuracy']:.4f} | {lat:.3f} | {teacher['latency_b1_p50_ms'] / lat:.2f}x "
-            f"| {thr:,.0f} | {thr / teacher.get(throughput or '', float('nan')):.2f}x |"
+        rows.append(
+            [
+                label,
+                f"{row['accuracy']:.4f}",
+                f"{lat:.3f}",
+                f"{teacher['latency_b1_p50_ms'] / lat:.2f}x",
+                f"{thr:,.0f}",
+                f"{thr / teacher.get(throughput or '', float('nan')):.2f}x",
+            ]
         )
-    lines += [
-        "",
-        f"Timed on {onnx.get('threads', '?')} thread(s); speed ratios are against the teacher in eager PyTorch.",
-        "",
+    columns = [
+        "runtime",
+        "accuracy",
+        "latency b1 p50 (ms)",
+        "vs teacher",
+        _throughput_title(throughput),
+        "vs teacher",
     ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            "",
+            "## ONNX export",
+            "",
+            f"`data/06_models/final.onnx`: {onnx['format']} ({_QPARAMS.get(onnx.get('qparams'), 'as stored')}), "
+            f"{onnx['onnx_bytes']:,} bytes; its predictions agree with the PyTorch model's on "
+            f"{onnx['agreement']:.2%} of the test set ({onnx['disagreements']} of {onnx['test_samples']} differ).",
+            "",
+            _table(rows, columns, right=columns[1:]),
+            "",
+            f"Timed on {onnx.get('threads', '?')} thread(s); speed ratios are against the teacher in eager PyTorch.",
+            "",
+        ]
+    )
 
 
 def _gates_markdown(gates: pd.DataFrame) -> str:
     """The quality gates: a row per stage, FAILED with the expectation where one did not hold
     (only reachable with ``on_failure: warn``; a failing gate set to fail stops the run)."""
     failed = gates["failed_checks"].fillna("").astype(str) if "failed_checks" in gates else None
-    lines = ["", "## Quality gates", "", "| stage | accuracy drop (pp) | gate |", "|---|---|---|"]
+    rows = []
     for i, row in gates.iterrows():
         note = "" if failed is None else failed.iloc[i]
         verdict = f"**FAILED**: {note}" if note else "passed"
-        lines.append(f"| {row['stage']} | {100.0 * float(row['accuracy_drop']):+.2f} | {verdict} |")
+        rows.append([str(row["stage"]), f"{100.0 * float(row['accuracy_drop']):+.2f}", verdict])
     n_failed = 0 if failed is None else int((failed != "").sum())
-    lines += [
-        "",
-        f"{n_failed} of {len(gates)} stages failed a gate (suite quality_gates, gx_suites.yml).",
-        "",
-    ]
-    return "\n".join(lines)
+    columns = ["stage", "accuracy drop (pp)", "gate"]
+    return "\n".join(
+        [
+            "",
+            "## Quality gates",
+            "",
+            _table(rows, columns, right=["accuracy drop (pp)"]),
+            "",
+            f"{n_failed} of {len(gates)} stages failed a gate (suite quality_gates, gx_suites.yml).",
+            "",
+        ]
+    )
 
 
 def _markdown(document: dict[str, Any]) -> str:
-    header = ["stage", "method", *[title for _, title, _ in _COLUMNS]]
-    lines = ["# shrinkflow report", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    done = [row for row in document.values() if row["status"] == "done"]
+    throughput = _throughput_key(done)
+    columns = [*_COLUMNS, *([(throughput, _throughput_title(throughput), "{:,.0f}")] if throughput else [])]
+    rows = []
     for stage, row in document.items():
         if row["status"] == "skipped":
-            cells = [stage, row["method"], *(["skipped"] + [""] * (len(_COLUMNS) - 1))]
+            rows.append([stage, row["method"], "skipped", *[""] * (len(columns) - 1)])
         else:
-            cells = [stage, str(row["method"])] + [
-                fmt.format(row[key]) if key in row else "" for key, _, fmt in _COLUMNS
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
+            rows.append(
+                [
+                    stage,
+                    str(row["method"]),
+                    *[fmt.format(row[key]) if key in row else "" for key, _, fmt in columns],
+                ]
+            )
+    titles = [title for _, title, _ in columns]
+    lines = ["# shrinkflow report", "", _table(rows, ["stage", "method", *titles], right=titles[1:])]
     teacher = document.get("teacher", {})
     if teacher.get("method") == "checkpoint":
         lines += [
@@ -154,10 +211,62 @@ def _markdown(document: dict[str, Any]) -> str:
         "(metrics.json also has dense `macs`, top-5 accuracy and accuracy under Gaussian input noise).",
         "Agreement is the share of test predictions equal to the teacher's.",
         "Latency and throughput are medians of wall-clock runs on this machine's CPU, on a fixed number",
-        "of threads (evaluate.threads); metrics.json also has peak inference memory per stage.",
+        "of threads (evaluate.threads; the throughput batch is evaluate.throughput_batch); metrics.json",
+        "also has peak inference memory per stage.",
         "",
     ]
     return "\n".join(lines)
+
+
+_DEPLOYMENT_COLUMNS = [
+    ("latency_ms", "latency (ms)", "{:.3f}"),
+    ("throughput_sps", "throughput (samples/s)", "{:,.0f}"),
+    ("speedup", "speed-up vs teacher", "{:.2f}x"),
+    ("val_agreement", "agreement (val)", "{:.2%}"),
+    ("test_agreement", "agreement (test)", "{:.2%}"),
+    ("test_accuracy", "test accuracy", "{:.4f}"),
+]
+
+
+def _deployment_markdown(deployment: dict[str, Any]) -> str:
+    """Which runtime serves at which batch size, and every candidate measured to choose it."""
+    chosen = sorted(deployment.get("chosen", {}).items(), key=lambda item: int(item[0]))
+    serving = ", ".join(f"`{runtime}` at batch {batch}" for batch, runtime in chosen) or "no runtime"
+    split, threshold = deployment.get("selection_split", "validation"), deployment.get("min_agreement")
+    candidates = sorted(deployment.get("candidates", []), key=lambda row: int(row.get("batch", 0)))
+    rows = [
+        [
+            f"`{row.get('runtime')}`",
+            str(row.get("batch", "")),
+            *[_cell(fmt, row.get(key)) for key, _, fmt in _DEPLOYMENT_COLUMNS],
+            "yes" if row.get("eligible") else "no",
+            "**yes**" if row.get("chosen") else "",
+        ]
+        for row in candidates
+    ]
+    numbers = ["batch", *[title for _, title, _ in _DEPLOYMENT_COLUMNS]]
+    described = dict.fromkeys(
+        f"`{r.get('runtime')}`: {r['description']}" for r in candidates if r.get("description")
+    )
+    lines = [
+        "",
+        "## Deployment runtime",
+        "",
+        f"Serving: {serving}. Each was chosen on the {split} split among the runtimes whose predictions "
+        f"agree with {deployment.get('reference', 'the final model')} on at least "
+        f"{_cell('{:.2%}', threshold) or '?'} of it (eligible); the test split is reported here, not used to choose. "
+        f"The deployed model's folder (catalog entry `deployed_model`) holds `{deployment.get('artifact')}` for "
+        f"`{deployment.get('runtime')}`, the runtime of the serving batch ({deployment.get('serve_batch')}); "
+        "`shrinkflow.core.deploy.load_deployed(folder)` runs it.",
+        "",
+        _table(rows, ["runtime", *numbers, "eligible", "chosen"], right=numbers),
+        "",
+        f"Timed on {deployment.get('threads', '?')} thread(s); speed-up is against the fp32 teacher in eager "
+        "PyTorch at the same batch, measured side by side.",
+    ]
+    if described:
+        lines += ["", "Runtimes: " + "; ".join(described) + "."]
+    return "\n".join([*lines, ""])
 
 
 def accuracy_size_figure(document: dict[str, Any]) -> Any:
@@ -205,16 +314,16 @@ def latency_figure(document: dict[str, Any]) -> Any:
     """Batch-1 latency per stage (median bar, p95 whisker) beside large-batch throughput."""
     plt = _pyplot()
     done = {s: r for s, r in document.items() if r.get("status") in ("done", "exported")}
-    throughput_key = next((k for r in done.values() for k in r if k.startswith("throughput_b")), None)
+    throughput = _throughput_key(list(done.values()))
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
     stages = list(done)
     p50 = [float(done[s]["latency_b1_p50_ms"]) for s in stages]
     p95 = [float(done[s].get("latency_b1_p95_ms", done[s]["latency_b1_p50_ms"])) for s in stages]
     lat.bar(stages, p50, yerr=[[0] * len(stages), [b - a for a, b in zip(p50, p95, strict=True)]], capsize=4)
     lat.set_ylabel("latency at batch 1 (ms): median, whisker to p95")
-    if throughput_key:
-        thr.bar(stages, [float(done[s][throughput_key]) for s in stages], color="tab:green")
-        thr.set_ylabel(f"{throughput_key.replace('_sps', '')}: samples / s (median)")
+    if throughput:
+        thr.bar(stages, [float(done[s].get(throughput, float("nan"))) for s in stages], color="tab:green")
+        thr.set_ylabel(f"{throughput.replace('_sps', '')}: samples / s (median)")
     for ax in (lat, thr):
         ax.tick_params(axis="x", rotation=20)
     fig.suptitle("speed per stage (this machine's CPU)")

@@ -18,7 +18,7 @@ from shrinkflow.core.runtime import RuntimeConfig
 from shrinkflow.pipelines.data.nodes import split_data
 from shrinkflow.pipelines.distill.nodes import distill_model
 from shrinkflow.pipelines.evaluate.nodes import evaluate_model
-from shrinkflow.pipelines.export.nodes import export_onnx
+from shrinkflow.pipelines.export.nodes import export_model
 from shrinkflow.pipelines.prune.nodes import prune_model
 from shrinkflow.pipelines.quantize.nodes import quantize_model
 from shrinkflow.pipelines.report.nodes import report
@@ -197,13 +197,28 @@ def test_export_node_writes_int8_onnx_that_agrees_with_the_quantized_model(digit
     train, val, test = digits_splits
     teacher = _mlp_teacher(digits_splits, hidden=128, epochs=5)
     quantized, _ = quantize_model(teacher, teacher, train, val, QuantizeStage(method="dynamic_int8"), RUN)
-    data, metrics = export_onnx(quantized, train, test, ExportConfig(), FAST)
+    data, metrics, deployed, deployment = export_model(
+        quantized, teacher, train, val, test, ExportConfig(format="int8", rounds=1), FAST
+    )
+    assert deployment["runtime"] == "onnx_int8" and deployed["manifest"]["suffix"] == ".onnx"
+    assert deployed["data"] == data  # format int8: the served file is the ONNX file
+    assert {r["runtime"] for r in deployment["candidates"]} >= {"eager", "onnx_fp32", "onnx_int8"}
+    assert deployment["skipped"] == {"sparse_csr": "no float Linear layer is at least 50% sparse"}
     assert data[:2] == b"\x08\x0a"  # an ONNX ModelProto (ir_version field first)
     assert metrics["format"] == "int8" and metrics["onnx_bytes"] == len(data)
     assert metrics["agreement"] >= 0.99 and metrics["test_samples"] == len(test)
     assert metrics["disagreements"] == round((1 - metrics["agreement"]) * len(test))
     assert abs(metrics["accuracy"] - evaluate_model(quantized, teacher, test, FAST, RUN)["accuracy"]) <= 0.01
     assert metrics["latency_b1_p50_ms"] <= metrics["latency_b1_p95_ms"] and metrics["throughput_b256_sps"] > 0
+
+
+def _markdown_rows(markdown: str) -> list[list[str]]:
+    """The cells of every Markdown table row (separator rows left out), stripped of padding."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|") and not set(line) <= set("|:- ")
+    ]
 
 
 def test_report_marks_skipped_stages_and_computes_ratios():
@@ -259,21 +274,53 @@ def test_report_marks_skipped_stages_and_computes_ratios():
             "throughput_b256_sps": 18000.0,
             "threads": 1,
         },
+        {
+            "reference": "the final model in PyTorch",
+            "selection_split": "validation",
+            "min_agreement": 0.999,
+            "threads": 1,
+            "serve_batch": 1,
+            "runtime": "onnx_int8",
+            "artifact": "model.onnx",
+            "chosen": {"1": "onnx_int8", "256": "sparse_csr"},
+            "candidates": [
+                {
+                    "runtime": r,
+                    "batch": b,
+                    "latency_ms": ms,
+                    "throughput_sps": b / ms * 1e3,
+                    "speedup": x,
+                    "val_agreement": agree,
+                    "test_agreement": agree,
+                    "test_accuracy": 0.97,
+                    "eligible": agree >= 0.999,
+                    "chosen": chosen,
+                }
+                for r, b, ms, x, agree, chosen in [
+                    ("eager", 1, 0.2, 1.0, 1.0, False),
+                    ("onnx_int8", 1, 0.05, 4.0, 0.9995, True),
+                    ("sparse_csr", 256, 10.0, 3.0, 1.0, True),
+                    ("onnx_int8", 256, 5.0, 6.0, 0.99, False),
+                ]
+            ],
+        },
     )
-    assert (
-        "| quantized | +0.50 | **FAILED**: accuracy_drop: expect_column_values_to_be_between(max_value=0.001) |"
-        in markdown
-    )
-    assert "| distilled | +0.50 | passed |" in markdown and "1 of 4 stages failed a gate" in markdown
+    rows = _markdown_rows(markdown)
+    assert [
+        "quantized",
+        "+0.50",
+        "**FAILED**: accuracy_drop: expect_column_values_to_be_between(max_value=0.001)",
+    ] in rows
+    assert ["distilled", "+0.50", "passed"] in rows and "1 of 4 stages failed a gate" in markdown
     assert document["pruned"] == {"status": "skipped", "method": "none"}
     assert document["teacher"]["method"] == "checkpoint"
     assert document["teacher"]["checkpoint_sha256"] == "ab" * 32
     assert f"loaded from `mine.pt` (sha256 `{'ab' * 32}`)" in markdown
-    assert "| teacher | checkpoint |" in markdown
+    assert any(row[:2] == ["teacher", "checkpoint"] for row in rows)
     assert document["quantized"]["compression_ratio"] == 4.0
     assert document["quantized"]["packed_compression_ratio"] == 13.0
     assert document["quantized"]["accuracy_delta_pp"] == pytest.approx(-0.5)
-    assert "| pruned | none | skipped |" in markdown
+    assert any(row[:3] == ["pruned", "none", "skipped"] for row in rows)
     assert list(table["stage"]) == ["teacher", "pruned", "distilled", "quantized"]
     # the plot: packed and artifact sizes, the three evaluated stages each, skipped ones left out
     packed, on_disk = figure.axes
@@ -288,8 +335,26 @@ def test_report_marks_skipped_stages_and_computes_ratios():
     assert [p.get_height() for p in throughput.patches] == [9000.0] * 3 + [18000.0]
     assert document["onnx"]["status"] == "exported" and "onnx" not in set(table["stage"])
     assert "agree with the PyTorch model's on 99.90% of the test set (1 of 1000 differ)" in markdown
-    assert "| ONNX Runtime (int8) | 0.9750 | 0.050 | 4.00x | 18,000 | 2.00x |" in markdown
-    assert "| final model (PyTorch) | 0.9750 | 0.100 | 2.00x | 9,000 | 1.00x |" in markdown
+    assert ["ONNX Runtime (int8)", "0.9750", "0.050", "4.00x", "18,000", "2.00x"] in rows
+    assert ["final model (PyTorch)", "0.9750", "0.100", "2.00x", "9,000", "1.00x"] in rows
+    # the stage table's throughput column is named by the batch the metrics carry
+    assert "throughput b256 (samples/s)" in _markdown_rows(markdown)[0]
+    # the deployment: every candidate with its agreement, the choice per batch size
+    assert "deployment" not in document  # its own file, deployment.json
+    assert "Serving: `onnx_int8` at batch 1, `sparse_csr` at batch 256" in markdown
+    assert ["`onnx_int8`", "256", "5.000", "51,200", "6.00x", "99.00%", "99.00%", "0.9700", "no", ""] in rows
+    assert [
+        "`sparse_csr`",
+        "256",
+        "10.000",
+        "25,600",
+        "3.00x",
+        "100.00%",
+        "100.00%",
+        "0.9700",
+        "yes",
+        "**yes**",
+    ] in rows
     heights = [round(p.get_height(), 2) for p in sparsity.axes[0].patches]
     assert sorted(heights) == [0.0, 0.0, 0.5, 0.5, 0.9, 0.9]
     assert "layer_sparsity" not in table.columns

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,7 +72,7 @@ __all__ = [
     "torch_qdq",
 ]
 
-FORMATS = ("auto", "float", "int8")
+FORMATS = ("auto", "float", "int8", "eager", "sparse_csr")
 ACTIVATIONS = ("uint8", "int8")
 _INT8_PACKAGES = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
 _DYNAMIC_PACKAGES = ("torch.ao.nn.quantized.dynamic", "torch.ao.nn.intrinsic.quantized.dynamic")
@@ -85,9 +85,14 @@ class ExportError(ValueError):
 
 @dataclass
 class ExportConfig(Config):
-    """``format``: ``auto`` exports int8 QDQ when the model holds int8 layers, else float.
-    The other fields apply where ONNX Runtime calibrates the int8 graph itself (dynamic int8
-    models, and ``format: int8`` on a float model); static int8 models keep torch's qparams:
+    """``format``: ``auto`` serves the model on the runtime measured fastest at ``serve_batch``
+    among ``runtimes`` whose predictions agree with the model on at least ``min_agreement`` of the
+    validation inputs (:mod:`shrinkflow.core.deploy`; every runtime is timed at each of
+    ``batch_sizes`` in ``rounds`` interleaved rounds); ``float``/``int8`` force ONNX Runtime fp32 /
+    int8 QDQ, ``eager``/``sparse_csr`` force PyTorch. ``sparse_min_sparsity``: the least share of
+    zeros that makes a Linear layer sparse in ``sparse_csr``.
+    The int8 fields apply where ONNX Runtime calibrates the int8 graph itself (dynamic int8
+    models, and int8 export of a float model); static int8 models keep their own qparams:
     ``calibration_batches`` x ``batch_size`` training samples fix the activation ranges,
     ``per_channel``/``reduce_range`` shape the int8 weights, ``activation`` their type."""
 
@@ -98,9 +103,32 @@ class ExportConfig(Config):
     activation: str = "uint8"
     calibration_batches: int = 8
     batch_size: int = 128
+    runtimes: list[str] = field(default_factory=lambda: ["eager", "sparse_csr", "onnx_fp32", "onnx_int8"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 256])
+    serve_batch: int = 1
+    min_agreement: float = 0.999
+    rounds: int = 5
+    sparse_min_sparsity: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice("format", self.format, FORMATS)
+        if not isinstance(self.runtimes, list) or not self.runtimes:
+            raise ConfigError(
+                "runtimes", self.runtimes, f"a non-empty list from {plugins.available(plugins.RUNTIMES)}"
+            )
+        for i, name in enumerate(self.runtimes):
+            check_choice(f"runtimes[{i}]", name, plugins.available(plugins.RUNTIMES))
+        if not isinstance(self.batch_sizes, list) or not self.batch_sizes:
+            raise ConfigError(
+                "batch_sizes", self.batch_sizes, "a non-empty list of batch sizes, e.g. [1, 256]"
+            )
+        for i, size in enumerate(self.batch_sizes):
+            check_range(f"batch_sizes[{i}]", size, 1, 1_000_000, integer=True)
+        if self.serve_batch not in self.batch_sizes:
+            raise ConfigError("serve_batch", self.serve_batch, f"one of batch_sizes {self.batch_sizes}")
+        check_range("min_agreement", self.min_agreement, 0.0, 1.0)
+        check_range("rounds", self.rounds, 1, 1000, integer=True)
+        check_range("sparse_min_sparsity", self.sparse_min_sparsity, 0.0, 1.0, high_open=True)
         # the dynamo exporter's op library is built at opset 18; lower opsets go through a converter
         check_range("opset", self.opset, 18, 23, integer=True)
         for key in ("per_channel", "reduce_range"):
@@ -310,7 +338,8 @@ def export_artifact(
     """The artifact as ONNX: ``int8`` QDQ or ``float`` (the weights in their stored float dtype),
     chosen by ``cfg.format``; static int8 models keep their own qparams (see the module doc)."""
     quantized = bool(int8_modules(artifact.model))
-    fmt = cfg.format if cfg.format != "auto" else ("int8" if quantized else "float")
+    # the ONNX form: int8 for an int8 model unless float is asked (a runtime format: its own rule)
+    fmt = cfg.format if cfg.format in ("float", "int8") else ("int8" if quantized else "float")
     if is_int8_graph(artifact.model):
         if fmt == "float":
             raise ExportError("a PT2E int8 graph has no float form to export; use format: auto or int8")

@@ -24,6 +24,7 @@ __all__ = [
     "count_parameters",
     "fixed_threads",
     "gpu_timings",
+    "interleaved_seconds",
     "latency_ms",
     "layer_sparsity",
     "model_bytes",
@@ -114,6 +115,25 @@ def _time_runs(
                 sync()
             times.append(time.perf_counter() - start)
     return times
+
+
+def interleaved_seconds(
+    runners: dict[str, Model], inputs: dict[int, torch.Tensor], rounds: int, runs: dict[int, int], warmup: int
+) -> dict[str, dict[int, list[float]]]:
+    """``{runner: {batch: [median seconds per call, one per round]}}``, timed in interleaved rounds:
+    every round times every runner once at every batch size, so load that hits a round (a shared
+    machine) hits all runners alike; compare them by the median of per-round ratios."""
+    out: dict[str, dict[int, list[float]]] = {name: {b: [] for b in inputs} for name in runners}
+    with torch.inference_mode():
+        for runner in runners.values():  # kernels picked, caches and arenas filled once
+            for x in inputs.values():
+                for _ in range(warmup):
+                    runner(x)
+        for _ in range(rounds):
+            for name, runner in runners.items():
+                for b, x in inputs.items():
+                    out[name][b].append(statistics.median(_time_runs(runner, x, 0, runs[b])))
+    return out
 
 
 def latency_ms(model: Model, sample: torch.Tensor, cfg: MeasureConfig) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Kedro datasets: model artifacts, ONNX exports, user checkpoints, data-set plugins."""
+"""Kedro datasets: model artifacts, ONNX exports, the deployed model, user checkpoints, data-set plugins."""
 
 from shrinkflow.io.datasets import (
     CheckpointDataset,
@@ -7,5 +7,13 @@ from shrinkflow.io.datasets import (
     PluginDataset,
     SplitDataset,
 )
+from shrinkflow.io.deployed import DeployedModelDataset
 
-__all__ = ["CheckpointDataset", "ModelArtifactDataset", "OnnxDataset", "PluginDataset", "SplitDataset"]
+__all__ = [
+    "CheckpointDataset",
+    "DeployedModelDataset",
+    "ModelArtifactDataset",
+    "OnnxDataset",
+    "PluginDataset",
+    "SplitDataset",
+]

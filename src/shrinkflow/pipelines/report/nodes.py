@@ -35,8 +35,10 @@ def report(
     quantize_record: dict[str, Any],
     gates: pd.DataFrame,
     onnx: dict[str, Any],
+    deployment: dict[str, Any],
 ) -> tuple[dict[str, Any], str, pd.DataFrame, Any, Any, Any]:
-    """metrics.json (by stage, and the ONNX export), a Markdown table, a CSV and the plots."""
+    """metrics.json (by stage, the ONNX export and the deployment's runtimes), a Markdown table, a
+    CSV and the plots."""
     document, markdown, table = build_report(
         {"teacher": teacher, "pruned": pruned, "distilled": distilled, "quantized": quantized},
         {
@@ -47,6 +49,7 @@ def report(
         },
         gates,
         onnx,
+        deployment,
     )
     return (
         document,

@@ -31,6 +31,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "quantize_record",
                     "quality_gates",
                     "onnx_metrics",
+                    "deployment",
                 ],
                 [
                     "metrics_json",

@@ -18,6 +18,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "params:distill",
                     "params:quantize",
                     "params:evaluate",
+                    "params:export",
                     "params:seed",
                 ],
                 ["search_trials", "search_front_plot", "search_best_recipe", "search_summary"],

@@ -1,4 +1,4 @@
-"""Cross-cutting concerns of a run, kept out of the nodes: seeding and run tracking."""
+"""MLflow: the typed parameters, and what a run records beyond them (tags, metrics, the model)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 
 from shrinkflow import __version__, plugins
 from shrinkflow.core import distributed
-from shrinkflow.core.training import node_seed, seed_everything
 from shrinkflow.stages import MAKER, MODELS, DistillStage, PruneStage, QuantizeStage
 
 log = logging.getLogger(__name__)
@@ -30,26 +29,6 @@ FINAL_MODEL = "quantized_model"
 GATES = "quality_gates"
 TEACHER_RECORD = "train_teacher_record"
 FAMILY_OF_RECORD = {f"{s.KEY}_record": s.FAMILY for s in (PruneStage, DistillStage, QuantizeStage)}
-
-
-class SeedHook:
-    """Seed every RNG before each node from the ``seed`` parameter and the node's name.
-
-    Seeding per node (not once per run) makes each node's result independent of which other
-    nodes ran before it, so ``kedro run --pipelines prune`` reproduces the full run's pruned model.
-    """
-
-    def __init__(self) -> None:
-        self._seed = 0
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        # Reading params runs Kedro's typed-parameter validation now, before any node.
-        self._seed = int(context.params.get("seed", 0))
-
-    @hook_impl
-    def before_node_run(self, node: Any) -> None:
-        seed_everything(node_seed(self._seed, node.name))
 
 
 def _plain(value: Any) -> Any:
@@ -292,7 +271,8 @@ class TrackingHook:
             )
         elif dataset_name == "search_summary" and isinstance(data, dict):
             chosen = data.get("chosen") or {}
-            self._log_metrics("search.chosen", chosen.get("metrics", {}))
+            for split in ("val", "test"):
+                self._log_metrics(f"search.chosen.{split}", chosen.get(split, {}))
             self._log_metrics("search", {"trials": data.get("trials"), "ran_here": data.get("ran_here")})
             if chosen:
                 mlflow.set_tag("search.chosen_trial", str(chosen.get("number")))
@@ -368,146 +348,3 @@ def _log_model(data: Any) -> None:
             pip_requirements=[f"shrinkflow=={__version__}", f"torch=={torch.__version__.split('+')[0]}"],
         )
     log.info("logged the final model to MLflow run %s as 'model'", mlflow.active_run().info.run_id)
-
-
-class ValidationHook:
-    """Great Expectations suites for the catalog's ``validator:`` entries; Data Docs at the end.
-
-    When the Kedro context is created it reads ``conf/<env>/gx_suites.yml`` and the run's
-    parameters (for ``$PARAMETER`` thresholds such as ``gates.max_accuracy_drop``) and hands them
-    to :class:`shrinkflow.validation.SuiteValidator`. When the run ends, failed or not, it renders
-    the stored results as HTML in ``data/08_reporting/data_docs``.
-    """
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        from kedro.config import MissingConfigException
-
-        from shrinkflow import validation
-
-        try:
-            suites = context.config_loader["gx_suites"]
-        except MissingConfigException:
-            suites = {}
-        validation.configure(validation.Validation(Path(context.project_path), suites, context.params))
-
-    def _docs(self) -> None:
-        from shrinkflow import validation
-
-        if not distributed.is_main():  # under torchrun rank 0 writes the docs
-            return
-        try:
-            validation.active().build_docs()
-        except validation.SuiteConfigError:
-            pass
-        except Exception as exc:  # the docs are for reading; never let them hide the run's own outcome
-            log.warning("Data Docs were not built: %s: %s", type(exc).__name__, exc)
-
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        self._docs()
-
-    @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._docs()
-
-
-class DistributedHook:
-    """Under ``torchrun``: join the process group when the context is created, keep every dataset
-    the pipeline writes in memory on ranks other than 0 (rank 0 alone saves artifacts, metrics
-    and reports, and records the MLflow run), and leave the group when the run ends.
-    Each rank runs every node (data splits and evaluation are cheap and deterministic); training
-    inside ``fit`` is what the ranks share (see :mod:`shrinkflow.core.distributed`)."""
-
-    @hook_impl(tryfirst=True)
-    def after_context_created(self) -> None:
-        if distributed.init():
-            log.info(
-                "torchrun: rank %d of %d (%s)",
-                distributed.rank(),
-                distributed.world_size(),
-                distributed.backend(),
-            )
-
-    @hook_impl(tryfirst=True)
-    def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
-        if distributed.is_main():
-            return
-        from kedro.io import MemoryDataset
-
-        written = sorted(pipeline.all_outputs())
-        for name in written:
-            catalog[name] = MemoryDataset(copy_mode="assign")
-        log.info(
-            "rank %d keeps its %d outputs in memory; rank 0 saves them", distributed.rank(), len(written)
-        )
-
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        distributed.shutdown()
-
-    @hook_impl
-    def on_pipeline_error(self) -> None:
-        distributed.shutdown()
-
-
-class RunLockHook:
-    """One ``kedro run`` at a time per project: two runs writing the same artifacts at once would
-    leave a mix of both (a teacher from one, a quantized model from the other).
-
-    The lock is ``data/.run.lock`` (an OS file lock: a killed run releases it with its process).
-    A second run fails at once naming the holder; set ``SHRINKFLOW_LOCK_WAIT=<seconds>`` to wait.
-    """
-
-    def __init__(self) -> None:
-        self._lock: Any = None
-        self._project: Path | None = None
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        self._project = Path(context.project_path)
-
-    @hook_impl(tryfirst=True)
-    def before_pipeline_run(self) -> None:
-        if not distributed.is_main():  # rank 0 holds the lock for its torchrun group
-            return
-        from filelock import FileLock, Timeout
-
-        path = (self._project or Path.cwd()) / "data" / ".run.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        info = path.with_suffix(".owner")
-        wait = float(os.environ.get("SHRINKFLOW_LOCK_WAIT", "0") or 0)
-        self._lock = FileLock(str(path))
-        try:
-            self._lock.acquire(timeout=wait)
-        except Timeout:
-            holder = info.read_text().strip() if info.is_file() else "another process"
-            self._lock = None
-            raise RunLockedError(
-                f"another kedro run is writing this project's artifacts ({holder}; lock {path}); "
-                "expected one run at a time: wait for it to finish, or set SHRINKFLOW_LOCK_WAIT=<seconds>"
-            ) from None
-        info.write_text(f"pid {os.getpid()}, started {_now()}\n")
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        self._release()
-
-    @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._release()
-
-
-class RunLockedError(RuntimeError):
-    """Another run holds the project's run lock."""
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now().isoformat(timespec="seconds")
