@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from shrinkflow.core.measure import MeasureConfig, large_batch, latency_ms, throughput_sps
+from shrinkflow.core.measure import interleaved_seconds, large_batch
 
 
 def time_rounds(
@@ -15,21 +15,14 @@ def time_rounds(
 ) -> None:
     """Fill each variant's per-round batch-1 latency (``b1_ms``) and batch-256 throughput
     (``b256_sps``) of ``found[name]["runner"]``, interleaved: every round times every variant once,
-    so machine noise that hits a round hits them all."""
-    one, big = x[:1].contiguous(), large_batch(x, 256).contiguous()
-    # each call: the median of that many timed runs (warm-up is done once, below)
-    b1 = MeasureConfig(warmup=0, latency_runs=b1_runs)
-    b256 = MeasureConfig(warmup=0, throughput_batch=256, throughput_runs=b256_runs)
-    with torch.inference_mode():
-        for v in found.values():  # warm-up: kernels picked, caches and arenas filled
-            for _ in range(warmup):
-                v["runner"](one)
-                v["runner"](big)
-            v["b1_ms"], v["b256_sps"] = [], []
-        for _ in range(rounds):
-            for v in found.values():
-                v["b1_ms"].append(latency_ms(v["runner"], one, b1)[0])
-                v["b256_sps"].append(throughput_sps(v["runner"], big, b256))
+    so machine noise that hits a round hits them all (the export stage's timing loop,
+    :func:`shrinkflow.core.measure.interleaved_seconds`, each call the median of that many runs)."""
+    inputs = {1: x[:1].contiguous(), 256: large_batch(x, 256).contiguous()}
+    runners = {name: v["runner"] for name, v in found.items()}
+    seconds = interleaved_seconds(runners, inputs, rounds, {1: b1_runs, 256: b256_runs}, warmup)
+    for name, v in found.items():
+        v["b1_ms"] = [1e3 * s for s in seconds[name][1]]
+        v["b256_sps"] = [256 / s for s in seconds[name][256]]
 
 
 def timing_row(variant: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:

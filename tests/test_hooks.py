@@ -48,6 +48,34 @@ def test_the_onnx_export_is_logged_as_onnx_metrics_with_its_format_and_qparams_a
     assert len(history) == 1
 
 
+def test_the_deployment_is_logged_per_runtime_and_batch_with_the_choice_as_tags(store):
+    hook = TrackingHook()
+    row = {"latency_ms": 0.05, "speedup": 2.4, "val_agreement": 1.0, "description": "text", "eligible": True}
+    with mlflow.start_run() as run:
+        hook.before_pipeline_run({"pipeline_names": ["export"]})
+        hook.after_dataset_saved(
+            "deployment",
+            {
+                "runtime": "onnx_int8",
+                "chosen": {"1": "onnx_int8", "256": "sparse_csr"},
+                "candidates": [
+                    {"runtime": "onnx_int8", "batch": 1, **row},
+                    {"runtime": "sparse_csr", "batch": 256, **row, "speedup": 3.1},
+                ],
+            },
+        )
+    logged = store.get_run(run.info.run_id).data
+    assert logged.metrics == {
+        "deploy.onnx_int8.b1.latency_ms": 0.05,
+        "deploy.onnx_int8.b1.speedup": 2.4,
+        "deploy.onnx_int8.b1.val_agreement": 1.0,
+        "deploy.sparse_csr.b256.latency_ms": 0.05,
+        "deploy.sparse_csr.b256.speedup": 3.1,
+        "deploy.sparse_csr.b256.val_agreement": 1.0,
+    }
+    assert (logged.tags["deploy.runtime"], logged.tags["deploy.chosen.b256"]) == ("onnx_int8", "sparse_csr")
+
+
 def test_no_run_at_pipeline_start_means_nothing_is_logged_and_no_run_is_started(store):
     hook = TrackingHook()
     hook.before_pipeline_run({"pipeline_names": ["__default__"]})  # tracking off: no active run

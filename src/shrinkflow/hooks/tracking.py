@@ -96,7 +96,9 @@ class TrackingHook:
       when DVC runs the stage, the model and data-set plugins and each stage's method plugin
       with its distribution and version;
     - metrics: each stage's evaluation as ``<stage>.<metric>`` when it is saved (in a DVC stage
-      that only reports, from ``metrics_json``), the ONNX export's as ``onnx.<metric>``;
+      that only reports, from ``metrics_json``), the ONNX export's as ``onnx.<metric>``, each serving
+      runtime's as ``deploy.<runtime>.b<batch>.<metric>`` with tags ``deploy.runtime`` and
+      ``deploy.chosen.b<batch>``;
     - the final compressed model as an MLflow pyfunc model (``shrinkflow.mlflow_model``) holding
       the artifact file itself;
     - the quality gates' outcome as the tag ``quality_gates`` (``passed`` or ``failed: <stages>``
@@ -276,6 +278,17 @@ class TrackingHook:
             self._log_metrics("search", {"trials": data.get("trials"), "ran_here": data.get("ran_here")})
             if chosen:
                 mlflow.set_tag("search.chosen_trial", str(chosen.get("number")))
+        elif dataset_name == "deployment" and isinstance(data, dict):
+            # the serving runtime per batch size, and every candidate's figures beside it
+            mlflow.set_tags(
+                {
+                    "deploy.runtime": str(data.get("runtime")),
+                    **{f"deploy.chosen.b{b}": str(r) for b, r in data.get("chosen", {}).items()},
+                }
+            )
+            for row in data.get("candidates", []):
+                keys = ("latency_ms", "throughput_sps", "speedup", "val_agreement", "test_agreement")
+                self._log_metrics(f"deploy.{row['runtime']}.b{row['batch']}", {k: row.get(k) for k in keys})
         elif dataset_name == FINAL_MODEL:
             _log_model(data)
         elif dataset_name == GATES:

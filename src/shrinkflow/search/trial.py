@@ -7,15 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-
 from shrinkflow.core import artifact as artifacts
 from shrinkflow.core.artifact import ModelArtifact
 from shrinkflow.core.data import Split, calibration_batches
-from shrinkflow.core.evaluation import evaluate_artifact
-from shrinkflow.core.export import ExportConfig, OnnxModel, export_artifact
-from shrinkflow.core.measure import MeasureConfig, fixed_threads, latency_ms, throughput_sps
-from shrinkflow.core.training import evaluate, node_seed, predict_split, reader, seed_everything
+from shrinkflow.core.evaluation import evaluate_artifact, evaluate_onnx
+from shrinkflow.core.export import ExportConfig, export_artifact
+from shrinkflow.core.measure import MeasureConfig
+from shrinkflow.core.training import evaluate, node_seed, seed_everything
 from shrinkflow.stages import DistillStage, PruneStage, QuantizeStage, distill, run_method
 
 __all__ = ["Hopeless", "build_recipe", "listen", "measure_split", "notify", "run_recipe", "runtime_metrics"]
@@ -102,22 +100,14 @@ def runtime_metrics(
     QDQ for a quantized model unless ``format: float``) and run by ONNX Runtime on
     ``measure.threads`` threads. ``onnx_latency_b1_ms`` (median), ``onnx_throughput_sps`` at
     ``measure.throughput_batch`` and ``onnx_agreement`` with the PyTorch model on validation."""
-    data = val.for_eval()
     calibration = list(calibration_batches(train, export.calibration_batches, export.batch_size))
-    exported = export_artifact(model, data.head(2), calibration, export)
-    session = OnnxModel(exported.data, threads=measure.threads)
-    with fixed_threads(measure.threads):
-        batches = reader(data, measure.eval_batch_size)
-        reference = predict_split(model.model.eval(), batches).argmax(1)
-        predicted = torch.cat([session.predict(xb, measure.eval_batch_size).argmax(1) for xb, _ in batches])
-        sample = data.head(measure.throughput_batch)
-        p50, _ = latency_ms(session, sample, measure)
-        throughput = throughput_sps(session, sample, measure)
+    exported = export_artifact(model, val.for_eval().head(2), calibration, export)
+    onnx = evaluate_onnx(exported, model, val, measure)  # the export stage's own measurement
     return {
-        "onnx_latency_b1_ms": p50,
-        "onnx_throughput_sps": throughput,
-        "onnx_agreement": float((predicted == reference).float().mean()),
-        "onnx_bytes": float(len(exported.data)),
+        "onnx_latency_b1_ms": onnx["latency_b1_p50_ms"],
+        "onnx_throughput_sps": onnx[f"throughput_b{measure.throughput_batch}_sps"],
+        "onnx_agreement": onnx["agreement"],
+        "onnx_bytes": float(onnx["onnx_bytes"]),
     }
 
 
