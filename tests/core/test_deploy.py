@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from shrinkflow.core import openvino
 from shrinkflow.core.artifact import ModelArtifact, from_bytes
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.data import calibration_batches
@@ -46,8 +47,14 @@ def _deploy(models, splits, stage: str, **options):
 def test_every_runtime_is_measured_and_the_fastest_agreeing_one_is_chosen_per_batch(models, digits_splits):
     found = _deploy(models, digits_splits, "pruned", min_agreement=1.0)
     rows = found.rows
-    assert {r["runtime"] for r in rows} == {"eager", "sparse_csr", "onnx_fp32", "onnx_int8"}
-    assert {r["batch"] for r in rows} == {1, 256} and found.skipped == {}
+    builtin = {"eager", "sparse_csr", "onnx_fp32", "onnx_int8"}
+    why = (
+        openvino.unavailable()
+    )  # the optional extra: measured where installed, skipped (saying why) elsewhere
+    assert {r["runtime"] for r in rows} == builtin | ({"openvino_int8"} if why is None else set())
+    assert {r["batch"] for r in rows} == {1, 256} and found.skipped == (
+        {} if why is None else {"openvino_int8": why}
+    )
     for batch in (1, 256):
         here = [r for r in rows if r["batch"] == batch]
         for r in here:
@@ -86,6 +93,32 @@ def test_the_deployed_folder_reloads_to_the_served_predictions(models, digits_sp
         served = load_deployed(folder)
         assert torch.equal(served(x).argmax(1), found.served.runner(x).argmax(1))
         assert dataset.load()["manifest"]["runtime"] == {"sparse_csr": "sparse_csr", "int8": "onnx_int8"}[fmt]
+
+
+def test_without_the_openvino_extra_its_runtime_is_skipped_saying_how_to_install_it(
+    models, digits_splits, monkeypatch
+):
+    monkeypatch.setattr(
+        openvino, "unavailable", lambda: "nncf does not import; pip install 'shrinkflow[openvino]'"
+    )
+    found = _deploy(models, digits_splits, "pruned", runtimes=["onnx_fp32", "openvino_int8"], batch_sizes=[1])
+    assert found.skipped == {"openvino_int8": "nncf does not import; pip install 'shrinkflow[openvino]'"}
+    assert [r["runtime"] for r in found.rows] == ["onnx_fp32"] and found.runtime == "onnx_fp32"
+
+
+def test_openvino_int8_is_measured_like_the_others_and_its_folder_reloads(models, digits_splits, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    _, _, test = digits_splits
+    found = _deploy(models, digits_splits, "pruned", runtimes=["openvino_int8"], min_agreement=0.9)
+    (row, *_) = [r for r in found.rows if r["batch"] == 1]
+    assert row["runtime"] == "openvino_int8" and row["val_agreement"] >= 0.9 and row["speedup"] > 0
+    assert found.runtime == "openvino_int8" and found.served.suffix == ".ovir"
+    DeployedModelDataset(str(tmp_path / "d")).save(
+        {"data": found.served.data, "manifest": {"runtime": found.runtime, "suffix": ".ovir"}}
+    )
+    x = test.x[:64]
+    assert torch.equal(load_deployed(tmp_path / "d")(x), found.served.runner(x))  # the same IR, reloaded
 
 
 def test_an_int8_model_is_served_sparse_through_its_float_twin(models, digits_splits):

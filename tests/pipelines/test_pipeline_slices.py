@@ -9,6 +9,7 @@ from kedro.framework.project import configure_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from shrinkflow.core import openvino
 from shrinkflow.core.datasets import digits
 from shrinkflow.core.export import ExportConfig
 from shrinkflow.core.measure import MeasureConfig
@@ -104,6 +105,12 @@ def test_all_compression_stages_off_still_runs():
     # agreeing with it on >= 99.9% of validation; the ONNX file is that runtime's (else the float export)
     served = re.search(r"Serving: `(\w+)` at batch 1", report).group(1)
     rows = [re.split(r" *\| *", line.strip("| ")) for line in report.splitlines() if line.startswith("| `")]
-    assert {row[0] for row in rows} == {"`eager`", "`onnx_fp32`", "`onnx_int8`"}  # sparse_csr: not sparse
+    extra = {"`openvino_int8`"} if openvino.unavailable() is None else set()  # the optional extra
+    assert {row[0] for row in rows} == {
+        "`eager`",
+        "`onnx_fp32`",
+        "`onnx_int8`",
+        *extra,
+    }  # sparse_csr: not sparse
     assert document["onnx"]["format"] == ("int8" if served == "onnx_int8" else "float")
     assert document["onnx"]["agreement"] >= 0.99

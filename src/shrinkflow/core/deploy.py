@@ -9,10 +9,12 @@ So the candidates are measured on the machine that runs this stage:
 * ``eager``: the model as it is, in PyTorch (dense kernels, or ``torch.ao`` int8 ones);
 * ``sparse_csr``: its unstructured-sparse Linear layers as CSR products (:mod:`shrinkflow.core.sparse`);
 * ``onnx_fp32``: the float model (for an int8 model, its float twin) in ONNX Runtime;
-* ``onnx_int8``: the int8 QDQ export in ONNX Runtime (:mod:`shrinkflow.core.export`).
+* ``onnx_int8``: the int8 QDQ export in ONNX Runtime (:mod:`shrinkflow.core.export`);
+* ``openvino_int8``: NNCF post-training int8 run by OpenVINO (:mod:`shrinkflow.core.openvino`), where
+  the optional ``[openvino]`` extra is installed; skipped, saying so, where it is not.
 
-Each is a plugin of the entry-point group ``shrinkflow.runtimes``, so a package can add one (an
-OpenVINO runtime, say) without forking. For every batch size the fastest candidate (the highest
+Each is a plugin of the entry-point group ``shrinkflow.runtimes``, so a package can add one (a
+TensorRT runtime, say) without forking. For every batch size the fastest candidate (the highest
 median per-round speed-up) whose predictions agree with the model in PyTorch on at least
 ``min_agreement`` of the **validation** inputs is chosen;
 test-set agreement and accuracy are measured once, for the report. Candidates are timed side by side
@@ -38,6 +40,7 @@ from torch import nn
 
 from shrinkflow import plugins
 from shrinkflow.core import artifact as artifacts
+from shrinkflow.core import openvino
 from shrinkflow.core.artifact import ModelArtifact
 from shrinkflow.core.config import Config
 from shrinkflow.core.data import Split
@@ -158,12 +161,30 @@ def _onnx_int8(
     return Built(OnnxModel(exported.data, threads=threads), exported.data, ".onnx", exported)
 
 
+def _openvino_int8(
+    artifact: ModelArtifact, example: torch.Tensor, calibration: Any, cfg: ExportConfig, threads: int
+) -> Built:
+    why = openvino.unavailable()
+    if why:
+        raise NotApplicable(why)
+    try:
+        fp32 = to_onnx(_float_artifact(artifact).model, example, cfg.opset)
+    except ExportError as exc:
+        raise NotApplicable(str(exc)) from exc
+    model = openvino.nncf_int8(openvino.read_onnx(fp32), calibration)
+    return Built(openvino.OpenVinoModel(model, threads), openvino.to_ir_tar(model), ".ovir")
+
+
 eager = ServingRuntime("PyTorch eager (the model as it is)", _eager)
 sparse_csr = ServingRuntime(
     "PyTorch, sparse Linear weights as CSR (torch.sparse)", _sparse, SparseCSRConfig, restore
 )
 onnx_fp32 = ServingRuntime("ONNX Runtime fp32 (an int8 model's float twin)", _onnx_fp32)
 onnx_int8 = ServingRuntime("ONNX Runtime int8 (QDQ)", _onnx_int8)
+openvino_int8 = ServingRuntime(
+    "OpenVINO int8: NNCF post-training quantization of the float export (the [openvino] extra)",
+    _openvino_int8,
+)
 
 
 def _labels(runner: Runner, data: Split, batch_size: int) -> torch.Tensor:
@@ -337,4 +358,11 @@ def load_deployed(folder: str | Path, threads: int = 1) -> Runner:
         )
     if path.suffix == ".onnx":
         return OnnxModel(path.read_bytes(), threads=threads)
+    if path.suffix == ".ovir":
+        why = openvino.unavailable()
+        if why:
+            raise artifacts.ArtifactError(
+                f"{str(path)!r} is served by OpenVINO, which cannot run here: {why}"
+            )
+        return openvino.OpenVinoModel(openvino.from_ir_tar(path.read_bytes()), threads)
     return artifacts.load(path).model.eval()

@@ -103,7 +103,9 @@ class ExportConfig(Config):
     activation: str = "uint8"
     calibration_batches: int = 8
     batch_size: int = 128
-    runtimes: list[str] = field(default_factory=lambda: ["eager", "sparse_csr", "onnx_fp32", "onnx_int8"])
+    runtimes: list[str] = field(
+        default_factory=lambda: ["eager", "sparse_csr", "onnx_fp32", "onnx_int8", "openvino_int8"]
+    )
     batch_sizes: list[int] = field(default_factory=lambda: [1, 256])
     serve_batch: int = 1
     min_agreement: float = 0.999

@@ -10,11 +10,11 @@ from kedro.io import AbstractDataset, DatasetError
 
 from shrinkflow.core import artifact as art
 
-SUFFIXES = (".pt", ".onnx")
+SUFFIXES = (".pt", ".onnx", ".ovir")  # PyTorch artifact, ONNX, OpenVINO IR (tar)
 
 
 class DeployedModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
-    """``{"data": bytes, "manifest": {"runtime": ..., "suffix": ".onnx" | ".pt", ...}}`` stored as
+    """``{"data": bytes, "manifest": {"runtime": ..., "suffix": ".onnx" | ".pt" | ".ovir", ...}}`` stored as
     ``<folder>/model<suffix>`` beside ``<folder>/deployment.json``
     (:func:`shrinkflow.core.deploy.load_deployed` serves it).
 
