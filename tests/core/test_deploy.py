@@ -107,8 +107,8 @@ def test_without_the_openvino_extra_its_runtime_is_skipped_saying_how_to_install
 
 
 def test_openvino_int8_is_measured_like_the_others_and_its_folder_reloads(models, digits_splits, tmp_path):
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
+    if openvino.unavailable():  # the optional extra is not installed (or its wheel does not import)
+        pytest.skip(openvino.unavailable())
     _, _, test = digits_splits
     found = _deploy(models, digits_splits, "pruned", runtimes=["openvino_int8"], min_agreement=0.9)
     (row, *_) = [r for r in found.rows if r["batch"] == 1]
