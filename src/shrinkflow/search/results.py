@@ -19,15 +19,15 @@ import pandas as pd
 from shrinkflow.core.pareto import pareto_mask
 from shrinkflow.search.config import OBJECTIVES, SearchConfig
 
-__all__ = ["choose", "front", "run_config", "table"]
+__all__ = ["choose", "front", "run_config", "table", "with_test"]
 
 _NOT_METRICS = ("number", "recipe", "params", "state", "pareto", "feasible", "violation", "seconds", "worker")
 
 
-def table(study: Any, cfg: SearchConfig, tested: dict[int, dict[str, float]] | None = None) -> pd.DataFrame:
+def table(study: Any, cfg: SearchConfig) -> pd.DataFrame:
     """One row per trial: number, state, ``feasible``, ``violation`` (the largest constraint
-    violation; <= 0 when all hold), ``pareto``, worker, ``param.<key>``, ``val.<metric>``,
-    ``test.<metric>`` (for the trials in ``tested``) and seconds."""
+    violation; <= 0 when all hold), ``pareto``, worker, ``param.<key>``, ``val.<metric>`` and
+    seconds (:func:`with_test` adds ``test.<metric>``)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         violations = t.user_attrs.get("constraint") or []
@@ -41,7 +41,6 @@ def table(study: Any, cfg: SearchConfig, tested: dict[int, dict[str, float]] | N
         }
         row.update({f"param.{k}": v for k, v in t.params.items()})
         row.update({f"val.{k}": v for k, v in t.user_attrs.get("metrics", {}).items()})
-        row.update({f"test.{k}": v for k, v in (tested or {}).get(t.number, {}).items()})
         row["seconds"] = (
             (t.datetime_complete - t.datetime_start).total_seconds()
             if t.datetime_complete and t.datetime_start
@@ -54,6 +53,14 @@ def table(study: Any, cfg: SearchConfig, tested: dict[int, dict[str, float]] | N
     if len(trials):
         trials.insert(3, "pareto", front(trials, cfg))
     return trials
+
+
+def with_test(trials: pd.DataFrame, tested: dict[int, dict[str, float]]) -> pd.DataFrame:
+    """``trials`` with ``test.<metric>`` columns for the trials in ``tested`` (NaN for the others)."""
+    if not tested:
+        return trials
+    frame = pd.DataFrame.from_dict(tested, orient="index").add_prefix("test.")
+    return trials.join(frame, on="number")
 
 
 def front(trials: pd.DataFrame, cfg: SearchConfig) -> list[bool]:

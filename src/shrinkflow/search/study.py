@@ -20,7 +20,7 @@ from shrinkflow.core.data import Split
 from shrinkflow.core.export import ExportConfig, ExportError
 from shrinkflow.core.measure import MeasureConfig
 from shrinkflow.search.config import DEFAULT_STORAGE, STAGES, SearchConfig
-from shrinkflow.search.results import choose, table
+from shrinkflow.search.results import choose, table, with_test
 from shrinkflow.search.space import apply, check_keys, sample
 from shrinkflow.search.trial import Hopeless, build_recipe, measure_split, notify, runtime_metrics
 
@@ -205,10 +205,11 @@ def run_search(
     wanted = set(trials.loc[trials["pareto"], "number"].astype(int)) if len(trials) else set()
     wanted |= {chosen["number"]} if chosen else set()
     tested = _test_once(study, trials, sorted(wanted), models, teacher, train, val, test, measure, seed)
-    trials = table(study, cfg, tested)
+    if chosen:  # chosen on validation figures alone; its test figures are only reported
+        chosen["test"] = dict(tested[chosen["number"]])
     return SearchResult(
-        trials=trials,
-        chosen=choose(trials, reference, cfg),
+        trials=with_test(trials, tested),
+        chosen=chosen,
         teacher={
             "val": reference,
             "test": measure_split(teacher, test, measure, teacher, seed, "teacher.evaluate"),
