@@ -21,7 +21,7 @@ run-mnist: setup
 	$(VENV)/bin/kedro run --env mnist
 
 test: setup
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --durations=15
 
 test-all: setup
 	$(VENV)/bin/python -m pytest -n 2 --dist loadfile -m ""

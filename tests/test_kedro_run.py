@@ -104,11 +104,18 @@ def test_default_run_meets_the_digits_targets(default_run: Path):
     assert document["pruned"]["sparsity"] >= 0.69
     assert (default_run / "data/08_reporting/report.md").read_text().count("| ") >= 4
     assert "quantized" in (default_run / "data/08_reporting/report.csv").read_text()
-    # the final model as int8 ONNX, agreeing with PyTorch, a quarter of the teacher's weights in memory
+    # the int8 ONNX candidate agrees with PyTorch; which runtime serves is measured on this machine
+    # (ONNX Runtime fp32 beats its int8 on some CPUs): the written ONNX file is the served one when
+    # an ONNX runtime serves, else the int8 export; a quarter of the teacher's weights in memory
+    deployment = json.loads((default_run / "data/08_reporting/deployment.json").read_text())
+    int8 = [r for r in deployment["candidates"] if r["runtime"] == "onnx_int8"]
+    assert int8 and min(r["test_agreement"] for r in int8) >= 0.99
     onnx = document["onnx"]
-    assert onnx["format"] == "int8" and onnx["agreement"] >= 0.99
+    assert onnx["format"] == ("float" if deployment["runtime"] == "onnx_fp32" else "int8")
+    assert onnx["agreement"] >= 0.99
     assert onnx["onnx_bytes"] == (default_run / "data/06_models/final.onnx").stat().st_size
-    assert onnx["onnx_bytes"] < teacher["artifact_bytes"] / 3
+    if onnx["format"] == "int8":
+        assert onnx["onnx_bytes"] < teacher["artifact_bytes"] / 3
     assert final["model_memory_bytes"] < teacher["model_memory_bytes"] / 3
     assert "## ONNX export" in (default_run / "data/08_reporting/report.md").read_text()
 
@@ -268,7 +275,9 @@ def test_mnist_environment_meets_the_lenet_targets(tmp_path: Path):
     # the static int8 model is exported with its own qparams: ONNX Runtime runs the same integer
     # arithmetic and agrees with PyTorch on at least 99.9% of the 10,000 test images
     onnx = document["onnx"]
-    assert (onnx["format"], onnx["qparams"], onnx["method"]) == ("int8", "torch", "onnx int8")
+    served = json.loads((project / "data/08_reporting/deployment.json").read_text())["runtime"]
+    if served != "onnx_fp32":  # ONNX Runtime fp32 can outrun its int8 on a CPU without VNNI
+        assert (onnx["format"], onnx["qparams"], onnx["method"]) == ("int8", "torch", "onnx int8")
     assert onnx["agreement"] >= 0.999 and document["quantized"]["method"] == "static_int8"
     # int8 LeNet-300-100 holds its weights in a quarter of the fp32 teacher's memory. (Its peak at
     # batch 256 in eager PyTorch is not lower: the PT2E int8 graph dequantizes its weights on every
@@ -294,4 +303,6 @@ def test_a_torchvision_resnet18_teacher_runs_the_whole_dag_on_digits(tmp_path: P
     assert document["pruned"]["sparsity"] >= 0.69
     assert document["quantized"]["method"] == "static_int8"
     assert document["teacher"]["accuracy"] - document["quantized"]["accuracy"] <= 0.05
-    assert document["onnx"]["format"] == "int8" and document["onnx"]["agreement"] >= 0.97
+    served = json.loads((project / "data/08_reporting/deployment.json").read_text())["runtime"]
+    assert document["onnx"]["format"] == ("float" if served == "onnx_fp32" else "int8")
+    assert document["onnx"]["agreement"] >= 0.97

@@ -39,7 +39,7 @@ def _catalog(**overrides: object) -> DataCatalog:
         "params:quantize": QuantizeStage(method="dynamic_int8"),
         "params:evaluate": MeasureConfig(warmup=1, latency_runs=3, throughput_runs=2),
         "params:gates": GateStage(max_accuracy_drop=0.05),
-        "params:export": ExportConfig(),
+        "params:export": ExportConfig(format="int8", rounds=1),
         "params:runtime": RuntimeConfig(device="cpu"),
         **overrides,
     }
@@ -64,6 +64,7 @@ def test_full_default_pipeline_produces_one_row_per_stage():
     catalog = _run(register_pipelines()["__default__"], _catalog())
     document = catalog.load("metrics_json")
     assert list(document) == ["teacher", "pruned", "distilled", "quantized", "onnx"]
+    # format int8 (the catalog's): the int8 ONNX file serves, whatever this CPU runs fastest
     assert document["onnx"]["format"] == "int8" and document["onnx"]["agreement"] >= 0.99
     assert catalog.load("onnx_model")[:2] == b"\x08\x0a"
     for stage in (document[s] for s in ("teacher", "pruned", "distilled", "quantized")):
