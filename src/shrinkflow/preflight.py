@@ -21,7 +21,7 @@ from kedro.framework.hooks import hook_impl
 
 from shrinkflow import plugins
 from shrinkflow.core.artifact import load_pretrained
-from shrinkflow.core.data import RawData, Split
+from shrinkflow.core.data import RawData, Split, modality
 from shrinkflow.core.models import ModelChoice, build_model, check_forward
 from shrinkflow.core.runtime import RuntimeConfig
 
@@ -41,6 +41,14 @@ def data_shape(
     """The input shape and class count the models will see: from the raw data when this run
     splits it (``data.channels`` applied), else from the stored training split. None when the data
     cannot be read here (the data node then reports why)."""
+    facts = _data_facts(pipeline_nodes, catalog, params)
+    return None if facts is None else facts[:2]
+
+
+def _data_facts(
+    pipeline_nodes: set[str], catalog: Any, params: dict[str, Any]
+) -> tuple[tuple[int, ...], int, str] | None:
+    """:func:`data_shape` and the data's modality (image, table, text)."""
     try:
         if "split_data" in pipeline_nodes:
             raw = catalog.get("raw_data").load()  # the dataset itself: its validator runs in the node
@@ -58,11 +66,11 @@ def data_shape(
             if not isinstance(split, Split):
                 return None
         # reads a sample (decodes an image file): an empty set or an unreadable file fails here too
-        shape = split.input_shape, int(split.num_classes)
+        facts = split.input_shape, int(split.num_classes), modality(split)
     except Exception as exc:  # missing or bad data is the data node's error to report, with its suite
         log.debug("preflight: data not readable before the run (%s: %s)", type(exc).__name__, exc)
         return None
-    return shape
+    return facts
 
 
 class PreflightHook:
@@ -87,14 +95,15 @@ class PreflightHook:
                 choices.append((f"{block}.{key}", choice))
         if not choices:
             return
-        shape = data_shape(names, catalog, self._params)
-        if shape is None:
+        facts = _data_facts(names, catalog, self._params)
+        if facts is None:
             return
-        input_shape, num_classes = shape
+        input_shape, num_classes, kind = facts
         models = {}
         for where, choice in choices:
             try:
-                model = build_model(choice.spec_for(input_shape), input_shape, num_classes)
+                spec = choice.spec_for(input_shape, kind)
+                model = build_model(spec, input_shape, num_classes)
                 if choice.pretrained is not None:
                     load_pretrained(model, choice.pretrained)
                 check_forward(model, choice.spec, input_shape, num_classes)

@@ -23,7 +23,7 @@ from shrinkflow.core.artifact import (
     read_checkpoint,
 )
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range, nested
-from shrinkflow.core.data import RawData, Split, check_channels, split_data
+from shrinkflow.core.data import RawData, Split, check_channels, modality, split_data
 from shrinkflow.core.method import Context
 from shrinkflow.core.models import ModelChoice, ModelSpec
 from shrinkflow.core.runtime import CPU, PRECISIONS, Runtime, RuntimeConfig
@@ -261,7 +261,7 @@ def build(choice: ModelChoice, train: Split) -> ModelArtifact:
     """A fresh model for ``train``'s input shape and classes, standardized on ``train`` when the
     choice says so (``auto``: table rows), with ``choice.pretrained`` loaded (statistics saved
     with the weights win over the fitted ones)."""
-    artifact = _build_fitted(choice.spec_for(train.input_shape), train)
+    artifact = _build_fitted(choice.spec_for(train.input_shape, modality(train)), train)
     if choice.pretrained is not None:
         state = read_checkpoint(choice.pretrained).state_dict
         load_pretrained(_weights_target(artifact.model, state), choice.pretrained)
@@ -278,7 +278,7 @@ def train_or_load_teacher(
     """Build the teacher; load the user's checkpoint if one is given, else train it. The record
     says which (``method``: ``train`` or ``checkpoint``, with the file's path and sha256)."""
     assert isinstance(cfg.model, ModelChoice) and isinstance(cfg.train, TrainConfig)
-    spec = cfg.model.spec_for(train.input_shape)
+    spec = cfg.model.spec_for(train.input_shape, modality(train))
     if checkpoint is not None:
         if cfg.model.standardize == "auto":  # standardize only if the file was trained so
             spec = replace(spec, standardize="standardize.mean" in checkpoint.state_dict)

@@ -94,6 +94,7 @@ def test_all_compression_stages_off_still_runs():
             "params:prune": PruneStage(method="none"),
             "params:distill": DistillStage(method="none"),
             "params:quantize": QuantizeStage(method="none"),
+            "params:export": ExportConfig(rounds=1),  # auto: measured
         }
     )
     catalog = _run(register_pipelines()["__default__"], catalog)

@@ -138,6 +138,8 @@ class RawData:
     name: str
     data: Source
     test: Source | None = None
+    #: a fixed validation set (SST-2's dev file); None: the validation split is carved from ``data``
+    val: Source | None = None
     #: column names of a table's features (messages and validation name them); None: ``x[:, i]``
     feature_names: tuple[str, ...] | None = None
     origin: dict[str, Any] | None = None
@@ -148,7 +150,12 @@ _MODALITIES = {3: "image", 1: "table"}
 
 
 def modality(data: Source | Split) -> str:
-    """``image`` for (C, H, W) samples, ``table`` for (F,); DataError otherwise."""
+    """``image`` for (C, H, W) samples, ``table`` for (F,) float rows, ``text`` for token ids (a
+    source that says so: :class:`shrinkflow.core.text.TextSource`); DataError otherwise."""
+    source = data.source if isinstance(data, Split) else data
+    declared = getattr(source, "modality", None)
+    if isinstance(declared, str):
+        return declared
     if isinstance(data, TensorSource):
         shape = tuple(data.x.shape[1:])  # known without a sample: an empty set has a modality too
     elif isinstance(data, Source):
@@ -244,6 +251,9 @@ class Split:
     @property
     def input_shape(self) -> tuple[int, ...]:
         """One sample's shape as models see it: (C, H, W) for images, (F,) for tables."""
+        declared = getattr(self.source, "input_shape", None)
+        if declared is not None:  # text: padded per batch, models built for the longest sequence
+            return tuple(declared)
         if "shape" not in self._cache:
             self._cache["shape"] = tuple(int(d) for d in self.take(torch.arange(1))[0].shape[1:])
         return self._cache["shape"]
@@ -315,6 +325,30 @@ def split_data(
     y = pool.labels.numpy()
     origin = None if raw.origin is None else dict(raw.origin)
     common = {"transforms": tuple(transforms), "channels": channels}
+    if raw.val is not None:  # fixed validation (and test) sets: the whole pool trains
+        val_source = check_source(raw.val, f"{raw.name} val")
+        if raw.test is None:
+            raise DataError(
+                f"{raw.name}: a fixed validation set and no fixed test set; expected both or neither"
+            )
+        test_source = check_source(raw.test, f"{raw.name} test")
+        for name, part in (("val", val_source), ("test", test_source)):
+            if part.num_classes != pool.num_classes:
+                raise DataError(
+                    f"{raw.name}: the {name} set has {part.num_classes} classes, the data {pool.num_classes}; "
+                    "expected the same"
+                )
+        parts = {
+            name: Split(
+                part,
+                torch.arange(len(part)),
+                origin=None if origin is None else {**origin, "part": name},
+                **common,
+            )
+            for name, part in (("val", val_source), ("test", test_source))
+        }
+        train = replace(_part(pool, np.arange(len(pool)), origin, common), train=True)
+        return train, parts["val"], parts["test"]
     if raw.test is not None:
         test_source = check_source(raw.test, f"{raw.name} test")
         if test_source.num_classes != pool.num_classes:

@@ -252,9 +252,11 @@ class ModelChoice(Config):
     def of(cls, spec: ModelSpec) -> ModelChoice:
         return cls(spec.name, {spec.name: dict(spec.kwargs)}, standardize=spec.standardize)
 
-    def spec_for(self, input_shape: Sequence[int]) -> ModelSpec:
-        """The spec to build for inputs of ``input_shape``: ``auto`` standardizes table rows (F,)."""
-        on = len(input_shape) == 1 if self.standardize == "auto" else bool(self.standardize)
+    def spec_for(self, input_shape: Sequence[int], modality: str | None = None) -> ModelSpec:
+        """The spec to build for inputs of ``input_shape`` (of ``modality`` when known): ``auto``
+        standardizes table rows (F,), never token ids."""
+        table = modality == "table" if modality is not None else len(input_shape) == 1
+        on = table if self.standardize == "auto" else bool(self.standardize)
         return replace(self.spec, standardize=on)
 
 
@@ -283,6 +285,10 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -
     class that takes no ``input_shape``), and never over a value the spec's kwargs set.
     """
     factory = spec.factory()
+    from shrinkflow.core.textmodels import huggingface, is_huggingface_class
+
+    if is_huggingface_class(factory):  # transformers:BertForSequenceClassification and the like
+        return huggingface(input_shape, num_classes, factory, spec.kwargs.get("config"))
     named, _ = _accepted(factory)
     auto = {"input_shape": tuple(input_shape), "num_classes": int(num_classes)}
     kwargs = {k: v for k, v in auto.items() if k in named and k not in spec.kwargs}

@@ -71,7 +71,7 @@ class TrainConfig(Config):
         check_range("batch_size", self.batch_size, 1, 1_000_000, integer=True)
         check_range("lr", self.lr, 0.0, 10.0, low_open=True)
         check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        check_choice("optimizer", self.optimizer, ["adam", "sgd"])
+        check_choice("optimizer", self.optimizer, ["adam", "adamw", "sgd"])
         check_choice("lr_schedule", self.lr_schedule, ["constant", "cosine"])
 
 
@@ -88,6 +88,8 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":  # decoupled weight decay (transformers)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

@@ -197,9 +197,10 @@ class SplitDataset(AbstractDataset[Split, Split]):
             source: Source = TensorSource(payload["x"], payload["y"], int(payload["num_classes"]))
         else:
             raw = _cached_raw(origin["plugin"], origin["options"])
-            source = raw.test if origin["part"] == "test" else raw.data
+            part = origin["part"]
+            source = {"test": raw.test, "val": raw.val}.get(part, raw.data)
             if source is None:
-                raise DataError(f"{where} was cut from the test set of {origin}, which has none now")
+                raise DataError(f"{where} was cut from the {part} set of {origin}, which has none now")
         check_source(source, where)
         indices = payload["indices"]
         if source.fingerprint() != payload["fingerprint"] or (
