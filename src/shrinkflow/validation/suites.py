@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 ON_FAILURE = ("fail", "warn")
 #: data modalities a suite's ``variants`` may name (see ``frames.data_modality``)
-MODALITIES = ("image", "table")
+MODALITIES = ("image", "table", "text")
 _KEYS = ("frame", "on_failure", "expectations", "row_label", "description", "variants")
 PARAMETER = "$PARAMETER"
 #: stored validation results kept per suite (older ones are deleted, so Data Docs stay quick to build)

@@ -20,5 +20,6 @@ def split_data(raw: RawData, cfg: DataStage, seed: int) -> tuple[Split, Split, S
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
         fixed_test=raw.test is not None,
+        fixed_val=raw.val is not None,
     )
     return train, val, test, summary
