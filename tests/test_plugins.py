@@ -95,7 +95,17 @@ def test_every_method_plugin_honours_the_contract(family, name, tmp_path):
 # --- model and data-set plugins ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", plugins.available(plugins.MODELS))
+#: text classifiers (token ids in) and the kwargs they need: the tokenizer's vocabulary
+TEXT_MODELS = {
+    "transformer_encoder": {"vocab_size": 100},
+    "huggingface": {
+        "architecture": "BertForSequenceClassification",
+        "config": {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(plugins.available(plugins.MODELS)) - set(TEXT_MODELS)))
 @pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32)], ids=["mnist", "digits", "rgb32"])
 def test_every_model_plugin_builds_and_runs(name, shape):
     torch.manual_seed(0)
@@ -103,6 +113,17 @@ def test_every_model_plugin_builds_and_runs(name, shape):
     with torch.inference_mode():
         out = model(torch.rand(2, *shape))
     assert out.shape == (2, 10) and not bool(torch.isnan(out).any())
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_MODELS))
+def test_every_text_model_plugin_builds_and_runs_on_token_ids(name):
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(name, TEXT_MODELS[name]), (32,), 3).eval()
+    ids = torch.randint(4, 100, (2, 20))
+    ids[:, 0], ids[1, 12:] = 2, 0  # [CLS] first; the second sequence padded
+    with torch.inference_mode():
+        out = model(ids)
+    assert out.shape == (2, 3) and not bool(torch.isnan(out).any())
 
 
 def test_the_dataset_plugins_are_listed_and_digits_loads():

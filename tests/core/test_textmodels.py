@@ -96,3 +96,35 @@ def test_a_transformers_class_by_import_path_is_built_from_its_config_and_return
             (24,),
             2,
         )
+
+
+def test_macs_count_the_attention_products_and_token_noise_replaces_tokens_with_unk():
+    from shrinkflow.core.data import Split
+    from shrinkflow.core.measure import count_macs, noisy_accuracy
+
+    model = TransformerEncoder((16,), 2, vocab_size=50, d_model=32, heads=4, layers=2, ffn=64).eval()
+    x = ids(1, 10, 50)
+    x[0] = torch.randint(4, 50, (10,))
+    dense, nonzero = count_macs(model, x)
+    linears = 2 * (4 * 32 * 32 + 2 * 32 * 64) * 10 + 32 * 2  # per token per layer, and the head
+    assert dense == linears + 2 * (2 * 10 * 10 * 32)  # 2 layers x (scores + values)
+    assert nonzero == dense  # nothing pruned
+
+    class Unknown(torch.nn.Module):  # class 1 when a token (column ``where``) is [UNK]
+        def __init__(self, where: slice) -> None:
+            super().__init__()
+            self.where = where
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            hit = (x[:, self.where] == 1).any(1).float()
+            return torch.stack([torch.full_like(hit, 0.5), hit], 1)
+
+    tokens = ids(400, 12, 50)
+    data = Split.of(tokens, torch.ones(400, dtype=torch.int64), 2)
+    anywhere, first = Unknown(slice(None)), Unknown(slice(0, 1))
+    assert noisy_accuracy(anywhere, data, 0.0) == 0.0 and noisy_accuracy(anywhere, data, 1.0) == 1.0
+    assert noisy_accuracy(first, data, 1.0) == 0.0  # [CLS] stays
+    # each real token after [CLS] with probability 0.3: P(at least one) per sequence, on average
+    real = (tokens != 0).sum(1) - 1
+    expected = float((1 - 0.7 ** real.double()).mean())
+    assert abs(noisy_accuracy(anywhere, data, 0.3) - expected) < 0.05

@@ -175,7 +175,10 @@ def test_predict_runs_in_eval_mode_without_gradients(small):
             {"weight_decay": -0.01},
             "weight_decay=-0.01 is invalid: expected a number with 0.0 <= weight_decay <= 1.0",
         ),
-        ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is invalid: expected one of ['adam', 'sgd']"),
+        (
+            {"optimizer": "rmsprop"},
+            "optimizer='rmsprop' is invalid: expected one of ['adam', 'adamw', 'sgd']",
+        ),
         ({"lr_schedule": "step"}, "lr_schedule='step' is invalid: expected one of ['constant', 'cosine']"),
     ],
 )

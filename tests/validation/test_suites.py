@@ -173,8 +173,8 @@ def test_old_results_are_pruned(tmp_path):
         ({"s": {"expectations": [{"kind": "x"}]}}, "expectations[0]: expected {type"),
         ({"s": {"expectation": [{"type": "x"}]}}, "unknown keys ['expectation']"),
         (
-            {"s": {"variants": {"text": "s"}, "expectations": [{"type": "x"}]}},
-            "gx_suites.s.variants={'text': 's'}: expected a mapping {modality: suite}",
+            {"s": {"variants": {"audio": "s"}, "expectations": [{"type": "x"}]}},
+            "gx_suites.s.variants={'audio': 's'}: expected a mapping {modality: suite}",
         ),
         (
             {"s": {"variants": {"table": "t"}, "expectations": [{"type": "x"}]}},

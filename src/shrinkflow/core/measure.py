@@ -225,7 +225,8 @@ def activation_peak_bytes(model: nn.Module, batch: torch.Tensor) -> int:
 
 def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
     """(dense, non-zero) multiply-accumulates of one forward pass of one sample, over Linear and
-    Conv layers, float or quantized. ``non-zero`` counts only products with non-zero weights: the
+    Conv layers, float or quantized, and the attention products of modules that count their own
+    (``attention_macs``: :class:`shrinkflow.core.textmodels.Attention`). ``non-zero`` counts only products with non-zero weights: the
     work a sparse kernel would do.
 
     Counted with forward hooks rather than ``torch.utils.flop_counter``: the flop counter sees
@@ -247,11 +248,23 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
         counts[0] += positions * weight.numel()
         counts[1] += positions * int(torch.count_nonzero(weight))
 
+    def attention(module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
+        # the two activation products of self-attention (scores and their weighted values): no
+        # weights, so they count the same dense and non-zero
+        extra = module.attention_macs(inputs[0])  # type: ignore[operator]
+        counts[0] += extra
+        counts[1] += extra
+
     handles = [
         m.register_forward_hook(hook)
         for m in model.modules()
         # quantized Linear keeps its weights in a child module, so children are no criterion
         if hasattr(m, "in_features") or hasattr(m, "in_channels")
+    ]
+    handles += [
+        m.register_forward_hook(attention)
+        for m in model.modules()
+        if callable(getattr(m, "attention_macs", None))
     ]
     try:
         model.eval()
@@ -266,7 +279,9 @@ def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
 def noisy_accuracy(model: nn.Module, data: Any, sigma: float, batch_size: int = 1024, seed: int = 0) -> float:
     """Top-1 accuracy on the split ``data`` with Gaussian noise of standard deviation ``sigma`` added
     to the inputs (not clipped), the same noise for every model (a fixed seed, drawn on the CPU), so
-    stages compare like for like. Runs where the model is."""
+    stages compare like for like. Token ids (integer inputs) get the text analogue: each real token
+    after the first (``[CLS]``) is replaced by ``[UNK]`` with probability ``sigma``. Runs where the
+    model is."""
     from shrinkflow.core.training import reader
 
     generator = torch.Generator().manual_seed(seed)
@@ -275,8 +290,14 @@ def noisy_accuracy(model: nn.Module, data: Any, sigma: float, batch_size: int = 
     model.eval()
     with torch.inference_mode():
         for batch, labels in reader(data, batch_size):
-            noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype)
-            logits = model((batch + sigma * noise).to(device)).cpu()
+            if batch.dtype.is_floating_point:
+                noise = torch.randn(batch.shape, generator=generator, dtype=batch.dtype)
+                noisy = batch + sigma * noise
+            else:
+                hit = torch.rand(batch.shape, generator=generator) < sigma
+                hit[:, 0] = False
+                noisy = torch.where(hit & (batch != 0), torch.ones_like(batch), batch)  # 1: [UNK]
+            logits = model(noisy.to(device)).cpu()
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
     return correct / max(seen, 1)

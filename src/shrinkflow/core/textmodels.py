@@ -51,6 +51,12 @@ class Attention(nn.Module):
         self.query, self.key, self.value = (nn.Linear(d_model, inner) for _ in range(3))
         self.output = nn.Linear(inner, d_model)
 
+    def attention_macs(self, x: torch.Tensor) -> int:
+        """Multiply-accumulates of the scores (Q K^T) and the weighted values of one sample of
+        ``x`` (N, L, d_model): 2 x L^2 x heads x head_dim (the projections count as Linears)."""
+        length = int(x.shape[1])
+        return 2 * length * length * self.heads * self.head_dim
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         n, length, _ = x.shape
 
