@@ -319,64 +319,51 @@ def split_data(
     channels: int | None = None,
 ) -> tuple[Split, Split, Split]:
     """Stratified train/val/test split. A data set with a fixed test set keeps it and only carves
-    the validation set out of its pool (``test_fraction`` is then unused). Augmenting steps of
+    the validation set out of its pool (``test_fraction`` is then unused); one with fixed validation
+    and test sets trains on its whole pool (both fractions unused). Augmenting steps of
     ``transforms`` apply to the training split only."""
     pool = check_source(raw.data, f"{raw.name} data")
     y = pool.labels.numpy()
     origin = None if raw.origin is None else dict(raw.origin)
     common = {"transforms": tuple(transforms), "channels": channels}
-    if raw.val is not None:  # fixed validation (and test) sets: the whole pool trains
-        val_source = check_source(raw.val, f"{raw.name} val")
-        if raw.test is None:
-            raise DataError(
-                f"{raw.name}: a fixed validation set and no fixed test set; expected both or neither"
-            )
-        test_source = check_source(raw.test, f"{raw.name} test")
-        for name, part in (("val", val_source), ("test", test_source)):
-            if part.num_classes != pool.num_classes:
-                raise DataError(
-                    f"{raw.name}: the {name} set has {part.num_classes} classes, the data {pool.num_classes}; "
-                    "expected the same"
-                )
-        parts = {
-            name: Split(
-                part,
-                torch.arange(len(part)),
-                origin=None if origin is None else {**origin, "part": name},
-                **common,
-            )
-            for name, part in (("val", val_source), ("test", test_source))
-        }
-        train = replace(_part(pool, np.arange(len(pool)), origin, common), train=True)
-        return train, parts["val"], parts["test"]
-    if raw.test is not None:
-        test_source = check_source(raw.test, f"{raw.name} test")
-        if test_source.num_classes != pool.num_classes:
-            raise DataError(
-                f"{raw.name}: the test set has {test_source.num_classes} classes, the data "
-                f"{pool.num_classes}; expected the same"
-            )
+    if raw.val is not None and raw.test is None:
+        raise DataError(f"{raw.name}: a fixed validation set and no fixed test set; expected both or neither")
+    fixed = {
+        name: _fixed(raw.name, pool, name, source, origin, common)
+        for name, source in (("val", raw.val), ("test", raw.test))
+        if source is not None
+    }
+    if "val" in fixed:  # fixed validation and test sets: the whole pool trains
+        train_idx, val, test = np.arange(len(pool)), fixed["val"], fixed["test"]
+    elif "test" in fixed:
         train_idx, val_idx = _stratified(y, val_fraction, seed)
-        test = Split(
-            test_source,
-            torch.arange(len(test_source)),
-            origin=None if origin is None else {**origin, "part": "test"},
-            **common,
-        )
+        val, test = _part(pool, val_idx, origin, common), fixed["test"]
     else:
         rest_idx, test_idx = _stratified(y, test_fraction, seed)
         fraction = val_fraction / (1.0 - test_fraction)
         train_rel, val_rel = _stratified(y[rest_idx], fraction, seed)
-        train_idx, val_idx = rest_idx[train_rel], rest_idx[val_rel]
-        test = _part(pool, test_idx, origin, common)
+        train_idx = rest_idx[train_rel]
+        val, test = _part(pool, rest_idx[val_rel], origin, common), _part(pool, test_idx, origin, common)
     train = replace(_part(pool, train_idx, origin, common), train=True)
-    val = _part(pool, val_idx, origin, common)
     if test.input_shape != val.input_shape:
         raise DataError(
             f"{raw.name}: test samples are {test.input_shape}, training samples {val.input_shape}; "
             "expected the same shape (a resize transform makes them so)"
         )
     return train, val, test
+
+
+def _fixed(
+    name: str, pool: Source, part: str, source: Source, origin: dict[str, Any] | None, common: dict[str, Any]
+) -> Split:
+    """A data set's fixed ``part`` (val or test) whole, checked against its pool."""
+    source = check_source(source, f"{name} {part}")
+    if source.num_classes != pool.num_classes:
+        raise DataError(
+            f"{name}: the {part} set has {source.num_classes} classes, the data {pool.num_classes}; expected the same"
+        )
+    where = None if origin is None else {**origin, "part": part}
+    return Split(source, torch.arange(len(source)), origin=where, **common)
 
 
 def _part(pool: Source, idx: np.ndarray, origin: dict[str, Any] | None, common: dict[str, Any]) -> Split:

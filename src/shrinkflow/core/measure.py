@@ -16,6 +16,7 @@ from torch import nn
 from shrinkflow.core.config import Config, ConfigError, check_range
 from shrinkflow.core.qgraph import graph_macs, is_int8_graph
 from shrinkflow.core.sparsity import module_tensor, weight_tensors
+from shrinkflow.core.text import PAD_ID, UNK_ID
 
 __all__ = [
     "MeasureConfig",
@@ -226,8 +227,8 @@ def activation_peak_bytes(model: nn.Module, batch: torch.Tensor) -> int:
 def count_macs(model: nn.Module, sample: torch.Tensor) -> tuple[int, int]:
     """(dense, non-zero) multiply-accumulates of one forward pass of one sample, over Linear and
     Conv layers, float or quantized, and the attention products of modules that count their own
-    (``attention_macs``: :class:`shrinkflow.core.textmodels.Attention`). ``non-zero`` counts only products with non-zero weights: the
-    work a sparse kernel would do.
+    (``attention_macs``: :class:`shrinkflow.core.textmodels.Attention`). ``non-zero`` counts only
+    products with non-zero weights: the work a sparse kernel would do.
 
     Counted with forward hooks rather than ``torch.utils.flop_counter``: the flop counter sees
     float aten ops only, so the int8 kernels of ``torch.ao`` quantized modules count as zero.
@@ -296,7 +297,7 @@ def noisy_accuracy(model: nn.Module, data: Any, sigma: float, batch_size: int = 
             else:
                 hit = torch.rand(batch.shape, generator=generator) < sigma
                 hit[:, 0] = False
-                noisy = torch.where(hit & (batch != 0), torch.ones_like(batch), batch)  # 1: [UNK]
+                noisy = torch.where(hit & (batch != PAD_ID), torch.full_like(batch, UNK_ID), batch)
             logits = model(noisy.to(device)).cpu()
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)

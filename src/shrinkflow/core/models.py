@@ -19,6 +19,7 @@ from torch import nn
 
 from shrinkflow import plugins
 from shrinkflow.core.config import Config, ConfigError
+from shrinkflow.core.textmodels import huggingface, is_huggingface_class
 
 __all__ = [
     "MLP",
@@ -285,8 +286,6 @@ def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -
     class that takes no ``input_shape``), and never over a value the spec's kwargs set.
     """
     factory = spec.factory()
-    from shrinkflow.core.textmodels import huggingface, is_huggingface_class
-
     if is_huggingface_class(factory):  # transformers:BertForSequenceClassification and the like
         return huggingface(input_shape, num_classes, factory, spec.kwargs.get("config"))
     named, _ = _accepted(factory)

@@ -4,7 +4,7 @@ token-id batches padded to each batch's own length.
 The input contract for text: a batch is an (N, L) int64 tensor of token ids, ``0`` = padding, ``L``
 the longest sequence of *that* batch (at most ``max_length``). The attention mask is ``ids != 0``:
 a classifier never needs another one, so the mask is computed by the model
-(:class:`shrinkflow.core.transformers.TransformerEncoder`, or the adapter that calls a Hugging Face
+(:class:`shrinkflow.core.textmodels.TransformerEncoder`, or the adapter that calls a Hugging Face
 model with ``input_ids`` and ``attention_mask``) instead of travelling beside the ids. One tensor
 keeps every part that moves batches (slicing, devices, DataLoader workers, ONNX export with one
 input whose batch and sequence axes are dynamic, ONNX Runtime) the same as for images and tables.
@@ -22,7 +22,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from shrinkflow.core.data import DataError, RawData, Source
 
 __all__ = [
     "PAD_ID",
+    "UNK_ID",
     "TextSource",
     "TokenizerConfig",
     "read_tsv",
@@ -44,8 +44,8 @@ __all__ = [
 ]
 log = logging.getLogger(__name__)
 
-#: the id of ``[PAD]``; ``[UNK]``, ``[CLS]``, ``[SEP]`` follow it (every tokenizer trained here)
-PAD_ID = 0
+#: the ids of ``[PAD]`` and ``[UNK]`` (``[CLS]``, ``[SEP]`` follow) in every tokenizer trained here
+PAD_ID, UNK_ID = 0, 1
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 KINDS = ["wordpiece", "bpe"]
 
@@ -153,6 +153,8 @@ def tokenizer_for(texts: Sequence[str], cfg: TokenizerConfig, path: str | Path |
     on its ids, must see the same ids, so the tokenizer is an artifact (DVC tracks the file)."""
     from tokenizers import Tokenizer
 
+    from shrinkflow.core.artifact import atomic_write  # artifact -> models -> textmodels -> this module
+
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for text in texts:
         digest.update(text.encode())
@@ -173,11 +175,8 @@ def tokenizer_for(texts: Sequence[str], cfg: TokenizerConfig, path: str | Path |
                 ) from None
     model = train_tokenizer(texts, cfg)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         document = {"trained_on": key, "options": cfg.to_dict(), "tokenizer": model.to_str()}
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(document), encoding="utf-8")
-        os.replace(partial, path)
+        atomic_write(path, json.dumps(document).encode())
     return model
 
 
@@ -200,11 +199,8 @@ class TextSource(Source):
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
         self.ids = torch.tensor([t for s in ids for t in s], dtype=torch.int32)
         self.labels, self.num_classes = labels, int(num_classes)
-        self.max_length, self.vocab_size, self.tokenizer_json = (
-            int(max_length),
-            int(vocab_size),
-            tokenizer_json,
-        )
+        self.max_length, self.vocab_size = int(max_length), int(vocab_size)
+        self.tokenizer_json = tokenizer_json
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrinkflow.core.config import ConfigError, check_choice, check_range
+from shrinkflow.core.text import PAD_ID
 
 __all__ = [
     "Attention",
@@ -119,7 +120,7 @@ class TransformerEncoder(nn.Module):
         check_range("dropout", dropout, 0.0, 1.0, high_open=True)
         check_choice("pooling", pooling, POOLING)
         self.max_length, self.pooling = int(input_shape[0]), pooling
-        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=0)
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD_ID)
         self.position = nn.Embedding(self.max_length, d_model)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(EncoderLayer(d_model, heads, ffn, dropout) for _ in range(layers))
@@ -128,12 +129,12 @@ class TransformerEncoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         nn.init.normal_(self.position.weight, std=0.02)
         with torch.no_grad():
-            self.embed.weight[0].zero_()
+            self.embed.weight[PAD_ID].zero_()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
         length = ids.shape[1]
-        real = ids != 0
+        real = ids != PAD_ID
         keep = real[:, None, None, :]
         positions = torch.arange(length, device=ids.device)
         x = self.drop(self.embed(ids) * math.sqrt(self.embed.embedding_dim) + self.position(positions))
@@ -159,7 +160,7 @@ class HuggingFaceClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
-        return self.model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+        return self.model(input_ids=ids, attention_mask=(ids != PAD_ID).long()).logits
 
 
 def is_huggingface_class(factory: Any) -> bool:
@@ -204,7 +205,7 @@ def huggingface(
     values = {
         "num_labels": int(num_classes),
         "max_position_embeddings": int(input_shape[0]),
-        "pad_token_id": 0,
+        "pad_token_id": PAD_ID,
         **config,
     }
     try:
