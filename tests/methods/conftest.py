@@ -51,3 +51,31 @@ def make_ctx(digits_splits) -> Callable[..., Context]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def text_splits(tmp_path_factory) -> tuple[Split, Split, Split]:
+    """Token-id splits of a small generated two-class corpus (tests.core.test_text.corpus: 400
+    train / 100 dev / 100 test sentences, WordPiece, max_length 16). Do not modify in place."""
+    from shrinkflow.core.text import text_tsv
+    from tests.core.test_text import corpus, write_tsv
+
+    folder = tmp_path_factory.mktemp("text")
+    files = {
+        part: str(write_tsv(folder / f"{part}.tsv", corpus(n, seed)))
+        for part, n, seed in (("train", 400, 0), ("val", 100, 1), ("test", 100, 2))
+    }
+    raw = text_tsv(**files, tokenizer={"vocab_size": 200, "max_length": 16})
+    return split_data(raw, 0.15, 0.2, seed=0)
+
+
+@pytest.fixture
+def make_text_ctx(text_splits) -> Callable[..., Context]:
+    """``make_text_ctx(epochs=0, lr=3e-3, teacher=None)``: a Context training on ``text_splits``."""
+
+    def make(epochs: int = 0, lr: float = 3e-3, teacher: nn.Module | None = None) -> Context:
+        train, val, _ = text_splits
+        cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=32, optimizer="adamw")
+        return Context(train, val, fit=partial(fit, train=train, cfg=cfg, val=val), teacher=teacher)
+
+    return make

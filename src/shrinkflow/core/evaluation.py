@@ -13,6 +13,7 @@ from shrinkflow.core.data import Split
 from shrinkflow.core.measure import (
     MeasureConfig,
     activation_peak_bytes,
+    at_length,
     count_macs,
     count_parameters,
     fixed_threads,
@@ -72,7 +73,8 @@ def _evaluate(
         }
         gpu = gpu_timings(model, test, cfg) if device.type == "cuda" else {}
     accuracy = int((logits.argmax(1) == labels).sum()) / len(test)
-    sample = test.head(cfg.throughput_batch)
+    samples = _timing_samples(test.head(cfg.throughput_batch), cfg)
+    sample = samples[0][1]
     total, nonzero = count_parameters(model)
     macs, macs_nonzero = count_macs(model, sample)
     p50, p95 = latency_ms(model, sample, cfg)
@@ -114,7 +116,46 @@ def _evaluate(
             **gpu,
         }
     )
+    metrics.update(_per_length(model, samples, cfg, metrics))
     return metrics
+
+
+def _timing_samples(head: torch.Tensor, cfg: MeasureConfig) -> list[tuple[str, torch.Tensor]]:
+    """The inputs speed is measured on: the test head itself, or for token ids the head at each of
+    ``cfg.sequence_lengths`` (suffix ``_len<L>``)."""
+    if head.dtype.is_floating_point or head.ndim != 2:
+        return [("", head)]
+    return [(f"_len{n}", at_length(head, n)) for n in cfg.sequence_lengths]
+
+
+def _per_length(
+    model: Any, samples: list[tuple[str, torch.Tensor]], cfg: MeasureConfig, first: dict[str, Any]
+) -> dict[str, Any]:
+    """Latency, throughput (and MACs, if ``first`` has them) at each fixed sequence length of
+    token-id data (``latency_b1_len32_p50_ms``...); the first length's figures are the unsuffixed
+    ones already measured (``first``)."""
+    if not samples[0][0]:
+        return {}
+    names = {
+        "latency_b1_p50_ms": "latency_b1{}_p50_ms",
+        "latency_b1_p95_ms": "latency_b1{}_p95_ms",
+        f"throughput_b{cfg.throughput_batch}_sps": f"throughput_b{cfg.throughput_batch}{{}}_sps",
+        "macs": "macs{}",
+    }
+    out: dict[str, Any] = {}
+    for i, (suffix, sample) in enumerate(samples):
+        values = first
+        if i:
+            p50, p95 = latency_ms(model, sample, cfg)
+            values = {
+                "latency_b1_p50_ms": p50,
+                "latency_b1_p95_ms": p95,
+                f"throughput_b{cfg.throughput_batch}_sps": throughput_sps(model, sample, cfg),
+            }
+            if "macs" in first:
+                values["macs"] = count_macs(model, sample)[0]
+        out.update({names[k].format(suffix): v for k, v in values.items() if k in names})
+    return out
 
 
 def evaluate_onnx(
@@ -131,9 +172,20 @@ def evaluate_onnx(
         batches = reader(test, cfg.eval_batch_size)
         reference = predict_split(artifact.model.eval(), batches).argmax(1)
         predicted = torch.cat([session.predict(xb, cfg.eval_batch_size).argmax(1) for xb, _ in batches])
-        sample = test.head(cfg.throughput_batch)
+        samples = _timing_samples(test.head(cfg.throughput_batch), cfg)
+        sample = samples[0][1]
         p50, p95 = latency_ms(session, sample, cfg)
         throughput = throughput_sps(session, sample, cfg)
+        lengths = _per_length(
+            session,
+            samples,
+            cfg,
+            {
+                "latency_b1_p50_ms": p50,
+                "latency_b1_p95_ms": p95,
+                f"throughput_b{cfg.throughput_batch}_sps": throughput,
+            },
+        )
     return {
         "format": exported.format,
         "qparams": exported.qparams,
@@ -144,6 +196,7 @@ def evaluate_onnx(
         "latency_b1_p50_ms": p50,
         "latency_b1_p95_ms": p95,
         f"throughput_b{cfg.throughput_batch}_sps": throughput,
+        **lengths,
         "threads": cfg.threads,
         "test_samples": len(test),
     }

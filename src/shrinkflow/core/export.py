@@ -210,23 +210,32 @@ def _quiet() -> Iterator[None]:
                 logger.setLevel(level)
 
 
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """What an exported graph takes: int64 token ids stay int64; anything else becomes float32."""
+    return x.long() if not x.dtype.is_floating_point and x.ndim == 2 else x.float()
+
+
 def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes:
-    """A float model as one self-contained ONNX file with a dynamic batch axis."""
+    """A float model as one self-contained ONNX file with a dynamic batch axis (and, for token ids,
+    a dynamic sequence axis: one file serves any batch size and sentence length)."""
     if example.shape[0] < 2:
         # torch.export specializes size-1 dimensions: a batch-1 example would freeze the batch size
         example = example.expand(2, *example.shape[1:])
+    tokens = not example.dtype.is_floating_point and example.ndim == 2
+    if tokens and example.shape[1] < 3:  # nor may the sequence axis be 1 (or equal the batch's 2)
+        example = torch.cat([example, example[:, -1:].expand(-1, 3 - example.shape[1])], 1)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         path = Path(tmp) / "model.onnx"
         try:
             torch.onnx.export(
                 model.eval(),
-                (example[:2].float(),),
+                (_as_input(example[:2]),),
                 str(path),
                 dynamo=True,
                 opset_version=opset,
                 input_names=["input"],
                 output_names=["logits"],
-                dynamic_shapes=({0: "batch"},),
+                dynamic_shapes=({0: "batch", 1: "sequence"} if tokens else {0: "batch"},),
                 external_data=False,
                 verbose=False,
             )
@@ -282,7 +291,7 @@ class _Batches:
     ``get_next``)."""
 
     def __init__(self, name: str, batches: Iterable[torch.Tensor]) -> None:
-        self._it = iter([{name: b.float().numpy()} for b in batches])
+        self._it = iter([{name: _as_input(b).numpy()} for b in batches])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -360,7 +369,7 @@ def export_artifact(
 
 
 class OnnxModel:
-    """An ONNX Runtime CPU session called like a model: a float tensor in, a logits tensor out.
+    """An ONNX Runtime CPU session called like a model: a float (or token-id) tensor in, logits out.
 
     ``threads`` intra-op threads, one inter-op thread, sequential execution and no spin-waiting
     (spinning threads steal the cores of a busy shared machine and make timings bimodal)."""
@@ -383,11 +392,12 @@ class OnnxModel:
             ) from exc
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        self.dtype = torch.int64 if self.session.get_inputs()[0].type == "tensor(int64)" else torch.float32
         self._local = threading.local()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32 or not x.is_contiguous() or x.requires_grad:
-            x = x.detach().float().contiguous()
+        if x.dtype != self.dtype or not x.is_contiguous() or x.requires_grad:
+            x = x.detach().to(self.dtype).contiguous()
         array = x.numpy()
         # I/O binding into a preallocated output, one per input shape and thread (ORT's low-latency
         # serving API): ``session.run`` allocates and converts its outputs on every call, about

@@ -49,6 +49,9 @@ class MeasureConfig(Config):
     threads: int = 1
     #: standard deviations of the Gaussian noise added to the [0, 1] inputs for ``accuracy_noise_<sigma>``
     noise_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3])
+    #: token-id data only: speed and MACs are measured at each of these fixed sequence lengths
+    #: (``latency_b1_len<L>_p50_ms``...); the first is the one the unsuffixed fields report
+    sequence_lengths: list[int] = field(default_factory=lambda: [32, 128])
 
     def __post_init__(self) -> None:
         check_range("warmup", self.warmup, 0, 10_000, integer=True)
@@ -62,6 +65,11 @@ class MeasureConfig(Config):
         for i, sigma in enumerate(self.noise_sigmas):
             check_range(f"noise_sigmas[{i}]", sigma, 0.0, 10.0, low_open=True)
         self.noise_sigmas = [float(s) for s in self.noise_sigmas]
+        if not isinstance(self.sequence_lengths, (list, tuple)) or not self.sequence_lengths:
+            raise ConfigError("sequence_lengths", self.sequence_lengths, "a non-empty list of token counts")
+        for i, length in enumerate(self.sequence_lengths):
+            check_range(f"sequence_lengths[{i}]", length, 1, 1_000_000, integer=True)
+        self.sequence_lengths = [int(n) for n in self.sequence_lengths]
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -142,6 +150,19 @@ def latency_ms(model: Model, sample: torch.Tensor, cfg: MeasureConfig) -> tuple[
     times = sorted(_time_runs(model, sample[:1], cfg.warmup, cfg.latency_runs))
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     return statistics.median(times) * 1e3, p95 * 1e3
+
+
+def at_length(tokens: torch.Tensor, length: int) -> torch.Tensor:
+    """Token-id rows brought to exactly ``length`` tokens: each row's real tokens repeated (after
+    its first, ``[CLS]``) until the row is full, so every position is a real token and the model
+    does its full work at that length (speed at a fixed sequence length)."""
+    rows = []
+    for row in tokens:
+        real = row[row != PAD_ID]
+        body = real[1:] if len(real) > 1 else real
+        reps = -(-(length - 1) // max(len(body), 1))
+        rows.append(torch.cat([real[:1], body.repeat(reps)])[:length])
+    return torch.stack(rows)
 
 
 def large_batch(samples: torch.Tensor, n: int) -> torch.Tensor:

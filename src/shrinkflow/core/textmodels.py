@@ -215,3 +215,78 @@ def huggingface(
             "model.kwargs.config", config, f"fields of {cls.config_class.__name__} ({exc})"
         ) from exc
     return HuggingFaceClassifier(model)
+
+
+class Block:
+    """One transformer layer as compression sees it: the module holding ``query``/``key``/``value``
+    and the head count, the attention's output projection (its input is the heads side by side),
+    and the FFN's two Linears. Covers the built-in encoder and BERT-style ``transformers`` layers
+    (BERT, RoBERTa, ELECTRA...: ``attention.self``, ``attention.output.dense``,
+    ``intermediate.dense``, ``output.dense``)."""
+
+    def __init__(
+        self,
+        name: str,
+        layer: nn.Module,
+        attn: nn.Module,
+        out: nn.Linear,
+        ffn_in: nn.Linear,
+        ffn_out: nn.Linear,
+    ) -> None:
+        self.name, self.layer, self.attn, self.out = name, layer, attn, out
+        self.ffn_in, self.ffn_out = ffn_in, ffn_out
+        self.head_dim = int(getattr(attn, "head_dim", getattr(attn, "attention_head_size", 0)))
+
+    @property
+    def heads(self) -> int:
+        return int(self.attn.query.out_features // self.head_dim)
+
+    def set_heads(self, heads: int) -> None:
+        """Record a new head count where the attention module reads it."""
+        if hasattr(self.attn, "num_attention_heads"):  # transformers
+            self.attn.num_attention_heads = heads
+            self.attn.all_head_size = heads * self.head_dim
+        else:
+            self.attn.heads = heads
+
+    @property
+    def projections(self) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        return self.attn.query, self.attn.key, self.attn.value
+
+
+def _bert_block(name: str, layer: nn.Module) -> Block | None:
+    attention = getattr(layer, "attention", None)
+    attn = getattr(attention, "self", None)
+    out = getattr(getattr(attention, "output", None), "dense", None)
+    ffn_in = getattr(getattr(layer, "intermediate", None), "dense", None)
+    ffn_out = getattr(getattr(layer, "output", None), "dense", None)
+    parts = (getattr(attn, "query", None), out, ffn_in, ffn_out)
+    if (
+        attn is None
+        or not hasattr(attn, "attention_head_size")
+        or not all(isinstance(p, nn.Linear) for p in parts)
+    ):
+        return None
+    return Block(name, layer, attn, out, ffn_in, ffn_out)  # type: ignore[arg-type]
+
+
+def encoder_blocks(model: nn.Module) -> list[Block]:
+    """The model's transformer layers in order ([] for a model without any)."""
+    blocks = []
+    for name, module in model.named_modules():
+        if isinstance(module, EncoderLayer):
+            blocks.append(
+                Block(name, module, module.attention, module.attention.output, module.ffn_in, module.ffn_out)
+            )
+        elif (block := _bert_block(name, module)) is not None:
+            blocks.append(block)
+    return blocks
+
+
+def block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """(name, ModuleList) of the list holding the model's transformer layers, if they share one."""
+    layers = {id(b.layer) for b in encoder_blocks(model)}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) and all(id(m) in layers for m in module):
+            return name, module
+    return None
