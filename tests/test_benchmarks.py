@@ -133,3 +133,46 @@ def test_cnn_benchmark_quick_mode_writes_every_row(tmp_path: Path):
     for name in rows:
         assert f"| ResNet-20 | {name} |" in table
     assert "## Targets" in table
+
+
+@pytest.mark.slow
+def test_sst2_benchmark_quick_mode_writes_every_row(tmp_path: Path):
+    from tests.core.test_text import corpus, write_tsv
+
+    data, out = tmp_path / "sst2", tmp_path / "out"
+    data.mkdir()
+    for name, n, seed in (("train", 600, 0), ("dev", 100, 1), ("test", 120, 2)):
+        write_tsv(data / f"{name}.tsv", corpus(n, seed))
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks/sst2.py"),
+        "--quick",
+        "--sst2",
+        str(data),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT / "benchmarks")
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads((out / "sst2.json").read_text())
+    header, rows = document["header"], {r["variant"]: r for r in document["table"]}
+    assert {"date", "cpu", "torch", "tokenizers", "onnxruntime", "commit", "command"} <= set(header)
+    assert (header["train"], header["val"], header["test"]) == (600, 100, 120)
+    assert len(rows) == 12
+    teacher, pruned, dropped = rows["teacher"], rows["pruned (heads + FFN)"], rows["dropped (top 2 layers)"]
+    # half the heads and half the FFN neurons: about half the encoder's weights and MACs, for real
+    assert 0.45 < pruned["encoder_params"] / teacher["encoder_params"] < 0.55
+    assert pruned["macs_len128"] < 0.55 * teacher["macs_len128"]
+    assert dropped["encoder_params"] == teacher["encoder_params"] // 2
+    # attention grows with the square of the length: 128 tokens cost more than 4x 32 tokens
+    assert teacher["macs_len128"] > 4 * teacher["macs_len32"]
+    int8 = rows["2-layer hidden_kd s0 int8"]
+    assert int8["encoder_params"] == rows["2-layer hidden_kd s0"]["encoder_params"]
+    for name, row in rows.items():
+        assert 0 <= row["test_accuracy"] <= 1 and row["latency_b1_len32_ms"] > 0, name
+        if row["runtime"] == "ONNX Runtime":
+            assert row["agreement"] >= 0.99, name
+    targets = {t["target"]: t for t in header["targets"]}
+    assert len(targets) == 6 and targets["heads+FFN pruning removes >= 40% of encoder parameters"]["met"]
+    table = (out / "sst2.md").read_text()
+    assert all(f"| {name} |" in table for name in rows) and "## Targets (issue 18)" in table
