@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from shrinkflow.stages import MODELS
 from tests.core.test_text import corpus, write_tsv
 from tests.test_kedro_run import kedro, make_project
 
@@ -37,3 +39,44 @@ def test_the_sst2_environment_trains_a_transformer_teacher_on_the_dev_split(tmp_
     assert record["history"][-1]["val_accuracy"] >= 0.9  # the mood word decides the label
     model = torch.load(project / "data/06_models/teacher.pt", weights_only=True)
     assert isinstance(model, dict)
+
+
+STUDENT = "distill.student.kwargs.transformer_encoder"
+WHOLE_DAG = ",".join(
+    [
+        TINY.replace("layers=1", "layers=2"),
+        f"{STUDENT}.d_model=32,{STUDENT}.layers=1,{STUDENT}.ffn=64,{STUDENT}.vocab_size=300",
+        "distill.train.epochs=3,distill.train.batch_size=32,distill.train.lr=0.003",
+        "prune.finetune.epochs=1,prune.finetune.batch_size=32",
+        "evaluate.latency_runs=5,evaluate.throughput_runs=2,evaluate.throughput_batch=8",
+        "gates.max_accuracy_drop=0.2",
+    ]
+)
+
+
+@pytest.mark.slow
+def test_the_whole_dag_prunes_heads_distils_fewer_layers_and_serves_int8_token_ids(tmp_path: Path):
+    data = tmp_path / "sst2"
+    data.mkdir()
+    write_tsv(data / "train.tsv", corpus(600, 0))
+    write_tsv(data / "dev.tsv", corpus(80, 1))
+    write_tsv(data / "test.tsv", corpus(100, 2))
+    project = make_project(tmp_path / "project")
+    result = kedro(project, "--env", "sst2", "--params", f"sst2_dir={data},{WHOLE_DAG}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = project / "data/07_model_output"
+    metrics = {m: json.loads((out / f"{m}_metrics.json").read_text()) for m in MODELS}
+    teacher, pruned, distilled, quantized = (metrics[m] for m in MODELS)
+    # heads: half the heads and FFN neurons of the 2 layers go, for real
+    assert pruned["params_total"] < teacher["params_total"] and pruned["sparsity"] == 0.0
+    assert pruned["macs_len128"] < teacher["macs_len128"]
+    assert distilled["macs_len32"] < 0.6 * teacher["macs_len32"]  # one layer of two
+    for m in metrics.values():
+        assert m["accuracy"] >= 0.85  # the mood word decides the label
+        assert m["latency_b1_len32_p50_ms"] > 0 and m["latency_b1_len128_p50_ms"] > 0
+        assert m["macs_len128"] > 4 * m["macs_len32"]
+    assert abs(quantized["accuracy"] - distilled["accuracy"]) <= 0.02
+    record = json.loads((project / "data/07_model_output/prune_record.json").read_text())
+    assert record["method"] == "heads"
+    deployed = json.loads((out / "deploy.json").read_text())
+    assert deployed["chosen"] and all(c["agreement"] >= 0.99 for c in deployed["candidates"].values() if "agreement" in c)

@@ -43,6 +43,31 @@ def _digits_like(n: int = 60, seed: int = 0) -> Split:
     return Split.of(x, y, 10)
 
 
+def _tokens_like(n: int = 60, seed: int = 0) -> Split:
+    """Token-id rows of 12 ([CLS], words, padding) whose class is the word at position 1."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = torch.randint(20, 40, (n, 12), generator=g)
+    x[:, 0], x[:, 1], x[::3, 8:] = 2, 10 + y, 0
+    return Split.of(x, y, 10)
+
+
+def _contract_setting(plugin: Method, cfg: Config) -> tuple[ModelArtifact, ModelArtifact, Split, Split]:
+    """(model, teacher, train, val): MLPs on digit-like images, or, for a method whose check
+    refuses them (transformer-only methods), small transformer encoders on token ids."""
+    base = ModelArtifact.build(ModelSpec("mlp", {"hidden": [32]}), (1, 8, 8), 10)
+    try:
+        if plugin.check is not None:
+            plugin.check(base.model, cfg, (1, 8, 8))
+        teacher = ModelArtifact.build(ModelSpec("mlp", {"hidden": [48]}), (1, 8, 8), 10)
+        return base, teacher, _digits_like(60, seed=0), _digits_like(20, seed=1)
+    except ConfigError:
+        encoder = {"vocab_size": 40, "heads": 4, "ffn": 32, "layers": 2}
+        base = ModelArtifact.build(ModelSpec("transformer_encoder", {**encoder, "d_model": 16}), (12,), 10)
+        teacher = ModelArtifact.build(ModelSpec("transformer_encoder", {**encoder, "d_model": 24}), (12,), 10)
+        return base, teacher, _tokens_like(60, seed=0), _tokens_like(20, seed=1)
+
+
 # --- method plugins -----------------------------------------------------------------------------
 
 
@@ -54,7 +79,6 @@ def test_the_built_in_methods_are_registered():
 @pytest.mark.parametrize(("family", "name"), METHODS, ids=[f"{f.rsplit('.', 1)[1]}-{n}" for f, n in METHODS])
 def test_every_method_plugin_honours_the_contract(family, name, tmp_path):
     seed_everything(0)
-    train, val = _digits_like(60, seed=0), _digits_like(20, seed=1)
     plugin = plugins.load(family, name)
     assert isinstance(plugin, Method) and issubclass(plugin.config_cls, Config)
     assert dataclasses.is_dataclass(plugin.config_cls)
@@ -66,8 +90,7 @@ def test_every_method_plugin_honours_the_contract(family, name, tmp_path):
     with pytest.raises(ConfigError, match=rf"^{name}\.no_such_option=1 is invalid: expected one of the keys"):
         plugin.config({"no_such_option": 1}, key=name)
 
-    base = ModelArtifact.build(ModelSpec("mlp", {"hidden": [32]}), (1, 8, 8), 10)
-    teacher = ModelArtifact.build(ModelSpec("mlp", {"hidden": [48]}), (1, 8, 8), 10)
+    base, teacher, train, val = _contract_setting(plugin, cfg)
     fit(teacher.model, train, TrainConfig(epochs=2, lr=1e-2))
     ctx = Context(
         train,
@@ -80,7 +103,7 @@ def test_every_method_plugin_honours_the_contract(family, name, tmp_path):
         out = model(val.x)
     assert out.shape == (len(val), 10) and out.dtype == torch.float32
     assert not bool(torch.isnan(out).any()) and bool(torch.isfinite(out).all())
-    assert model(torch.rand(1, 1, 8, 8)).shape == (1, 10)  # batch of one still works
+    assert model(val.x[:1]).shape == (1, 10)  # batch of one still works
 
     structure = plugin.structure(model) if plugin.structure is not None else None
     result = base.with_step(model, family, name, cfg.to_dict(), structure)
@@ -283,3 +306,38 @@ def test_load_object_names_what_is_missing(path, text):
 def test_the_installed_example_plugin_records_its_distribution():
     info = plugins.info(plugins.PRUNERS, "example_random")
     assert info.distribution == "shrinkflow-example-plugin" and info.version == "0.1.0"
+
+
+@pytest.mark.parametrize(("family", "name"), METHODS, ids=[f"{f.rsplit('.', 1)[1]}-{n}" for f, n in METHODS])
+def test_every_method_applies_to_a_transformer_on_token_ids_or_refuses_it_at_check(family, name, tmp_path):
+    """Text models get the whole method set: each method applies to a transformer_encoder on token
+    ids and reloads to the same predictions, or its check refuses the model naming what to use."""
+    seed_everything(0)
+    plugin = plugins.load(family, name)
+    cfg = plugin.config({})
+    train, val = _tokens_like(60, seed=0), _tokens_like(20, seed=1)
+    encoder = {"vocab_size": 40, "heads": 4, "ffn": 32, "layers": 2}
+    base = ModelArtifact.build(ModelSpec("transformer_encoder", {**encoder, "d_model": 16}), (12,), 10)
+    teacher = ModelArtifact.build(ModelSpec("transformer_encoder", {**encoder, "d_model": 24}), (12,), 10)
+    if name == "channel":
+        with pytest.raises(ConfigError, match="use heads"):
+            plugin.check(base.model, cfg, (12,))
+        return
+    if plugin.check is not None:
+        plugin.check(base.model, cfg, (12,))
+    fit(teacher.model, train, TrainConfig(epochs=2, lr=1e-2))
+    ctx = Context(
+        train,
+        val,
+        fit=partial(fit, train=train, cfg=TrainConfig(epochs=1), val=val),
+        teacher=teacher.model.eval(),
+    )
+    model = plugin.apply(base.model, cfg, ctx).eval()
+    with torch.inference_mode():
+        out = model(val.x)
+        assert out.shape == (len(val), 10) and bool(torch.isfinite(out).all())
+        assert torch.equal(model(val.x), out)  # eval mode is deterministic (no dropout left on)
+    structure = plugin.structure(model) if plugin.structure is not None else None
+    artifact.save(base.with_step(model, family, name, cfg.to_dict(), structure), tmp_path / "m.pt")
+    with torch.inference_mode():
+        assert torch.equal(artifact.load(tmp_path / "m.pt").model(val.x), out)

@@ -289,3 +289,31 @@ def test_the_runner_returns_a_fresh_tensor_per_call_at_every_shape_and_on_every_
         results = list(pool.map(runner, chunks))
     for chunk, result in zip(chunks, results, strict=True):
         torch.testing.assert_close(result, expected(chunk))
+
+
+def test_a_token_id_model_exports_with_dynamic_batch_and_sequence_axes():
+
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        "transformer_encoder", {"vocab_size": 60, "d_model": 32, "heads": 4, "layers": 2, "ffn": 64}
+    )
+    artifact = ModelArtifact.build(spec, (64,), 2)
+    model = artifact.model.eval()
+    tokens = torch.randint(4, 60, (6, 40))
+    tokens[:, 0], tokens[2, 9:] = 2, 0  # [CLS]; padding
+    data = to_onnx(model, tokens[:1, :5])
+    graph = onnx.load_from_string(data).graph
+    (inputs,) = graph.input
+    assert inputs.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert [d.dim_param for d in inputs.type.tensor_type.shape.dim] == ["batch", "sequence"]
+    session = OnnxModel(data)
+    with torch.no_grad():
+        for batch, length in ((1, 3), (6, 17), (4, 40)):
+            x = tokens[:batch, :length]
+            assert torch.allclose(session(x), model(x), atol=1e-4), (batch, length)
+    calibration = [tokens[:3, :20], tokens[3:, :35]]  # calibration batches of different lengths
+    exported = export_artifact(artifact, tokens[:2], calibration, ExportConfig(format="int8"))
+    int8 = OnnxModel(exported.data)
+    assert "QuantizeLinear" in _ops(exported.data)
+    with torch.no_grad():
+        assert (int8(tokens).argmax(1) == model(tokens).argmax(1)).float().mean() >= 5 / 6

@@ -231,3 +231,33 @@ def test_latency_and_throughput_time_any_callable():
     p50, p95 = latency_ms(runner, torch.rand(4, 3), cfg)
     assert 0 < p50 <= p95 and calls == [1] * 7
     assert throughput_sps(runner, torch.rand(4, 3), cfg) > 0 and calls[7:] == [8] * 4
+
+
+def test_text_models_are_timed_and_counted_at_each_fixed_sequence_length():
+    from shrinkflow.core.artifact import ModelArtifact
+    from shrinkflow.core.data import Split
+    from shrinkflow.core.evaluation import evaluate_artifact
+    from shrinkflow.core.measure import MeasureConfig, at_length
+    from shrinkflow.core.models import ModelSpec
+
+    tokens = torch.tensor([[2, 7, 8, 9, 0, 0], [2, 5, 0, 0, 0, 0]])
+    assert at_length(tokens, 8).tolist() == [[2, 7, 8, 9, 7, 8, 9, 7], [2, 5, 5, 5, 5, 5, 5, 5]]
+    assert at_length(tokens, 3).tolist() == [[2, 7, 8], [2, 5, 5]]
+    spec = ModelSpec(
+        "transformer_encoder", {"vocab_size": 30, "d_model": 16, "heads": 2, "layers": 2, "ffn": 32}
+    )
+    artifact = ModelArtifact.build(spec, (64,), 2)
+    data = Split.of(torch.randint(2, 30, (40, 12)), torch.randint(0, 2, (40,)), 2)
+    cfg = MeasureConfig(
+        warmup=1, latency_runs=3, throughput_batch=8, throughput_runs=2, sequence_lengths=[16, 64]
+    )
+    metrics = evaluate_artifact(artifact, data, cfg)
+    linear = 2 * (4 * 16 * 16 + 2 * 16 * 32)  # per token, 2 layers
+    for n in (16, 64):
+        assert metrics[f"macs_len{n}"] == n * linear + 2 * (2 * n * n * 16) + 16 * 2
+        assert metrics[f"latency_b1_len{n}_p50_ms"] > 0 and metrics[f"throughput_b8_len{n}_sps"] > 0
+    # the headline figures are the first length's
+    assert metrics["macs"] == metrics["macs_len16"]
+    assert metrics["latency_b1_p50_ms"] == metrics["latency_b1_len16_p50_ms"]
+    with pytest.raises(ConfigError, match="sequence_lengths"):
+        MeasureConfig(sequence_lengths=[])

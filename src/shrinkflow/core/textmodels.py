@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shrinkflow.core.config import ConfigError, check_choice, check_range
-from shrinkflow.core.text import PAD_ID
+from shrinkflow.core.text import PAD_ID, SPECIAL, UNK_ID
 
 __all__ = [
     "Attention",
@@ -34,6 +34,7 @@ __all__ = [
     "TransformerEncoder",
     "huggingface",
     "is_huggingface_class",
+    "takes_tokens",
 ]
 
 POOLING = ["cls", "mean"]
@@ -70,7 +71,9 @@ class Attention(nn.Module):
             split(self.key(x)),
             split(self.value(x)),
             attn_mask=keep,
-            dropout_p=self.dropout if self.training else 0.0,
+            # an exported graph keeps dropout_p as a constant that its train/eval switch cannot
+            # reach (QAT captures in training mode): attention-probability dropout stays eager-only
+            dropout_p=self.dropout if self.training and not torch.compiler.is_exporting() else 0.0,
         )
         return self.output(out.transpose(1, 2).reshape(n, length, self.heads * self.head_dim))
 
@@ -161,6 +164,19 @@ class HuggingFaceClassifier(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
         return self.model(input_ids=ids, attention_mask=(ids != PAD_ID).long()).logits
+
+
+def takes_tokens(model: nn.Module, input_shape: Sequence[int]) -> bool:
+    """Whether ``model`` reads (N, L) token ids: a 1-D input shape and an ``nn.Embedding`` inside
+    (tables are 1-D too, but their models embed nothing)."""
+    return len(input_shape) == 1 and any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
+def example_tokens(batch: int, length: int) -> torch.Tensor:
+    """A token-id batch for tracing: ``[CLS]`` then ``[UNK]`` everywhere (no padding)."""
+    ids = torch.full((batch, length), UNK_ID, dtype=torch.int64)
+    ids[:, 0] = SPECIAL.index("[CLS]")
+    return ids
 
 
 def is_huggingface_class(factory: Any) -> bool:

@@ -25,6 +25,7 @@ from shrinkflow.core.config import Config, ConfigError, check_choice, check_rang
 from shrinkflow.core.data import Split
 from shrinkflow.core.method import Context, Method
 from shrinkflow.core.runtime import on_device
+from shrinkflow.core.textmodels import encoder_blocks
 
 IMPORTANCES = ("l1", "l2", "taylor", "random")
 _TAYLOR_BATCH = 64
@@ -115,6 +116,18 @@ def _taylor_gradients(model: nn.Module, train: Split, batches: int, device: torc
             F.cross_entropy(model(x.to(device)), y.to(device)).backward()
 
 
+def check(model: nn.Module, cfg: ChannelConfig, input_shape: Any) -> None:
+    """Transformers: the dependency graph cuts q/k/v channels one by one, leaving heads of
+    different widths that the attention reshape cannot split; their structured method is heads."""
+    if encoder_blocks(model):
+        raise ConfigError(
+            "prune.method channel",
+            type(model).__name__,
+            "a model without attention layers: channel pruning would cut heads unevenly; for "
+            "transformers use heads (attention heads and FFN neurons) or layer_drop",
+        )
+
+
 def channel_prune(model: nn.Module, cfg: ChannelConfig, ctx: Context) -> nn.Module:
     pruner = tp.pruner.BasePruner(
         model,
@@ -178,4 +191,5 @@ plugin = Method(
     restore,
     summary="structured channel pruning (Torch-Pruning dependency graph) + fine-tuning",
     structure=structure,
+    check=check,
 )

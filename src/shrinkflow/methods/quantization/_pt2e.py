@@ -40,6 +40,7 @@ from torch import fx, nn
 
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.qgraph import graph_constant, graph_layers
+from shrinkflow.core.textmodels import example_tokens, takes_tokens
 
 __all__ = [
     "capture",
@@ -100,14 +101,27 @@ def export_error(model: nn.Module, exc: Exception, method: str) -> ConfigError:
     )
 
 
+def example_input(model: nn.Module, input_shape: Any) -> tuple[torch.Tensor, dict[int, Any]]:
+    """A batch of 2 to trace ``model`` with and its dynamic dimensions: the batch, and for token ids
+    (int64) the sentence length up to ``input_shape[0]``."""
+    from torch.export import Dim
+
+    if takes_tokens(model, input_shape):
+        return example_tokens(2, max(3, int(input_shape[0]))), {
+            0: Dim("batch"),
+            1: Dim("sequence", max=int(input_shape[0])),
+        }
+    return torch.zeros(2, *input_shape), {0: Dim("batch")}
+
+
 def capture(model: nn.Module, input_shape: Any, method: str, train: bool = False) -> fx.GraphModule:
     """``torch.export`` with a dynamic batch dimension; raises ConfigError naming the construct."""
-    from torch.export import Dim, export
+    from torch.export import export
 
-    example = (torch.zeros(2, *input_shape),)
+    example, dims = example_input(model, input_shape)
     model.train(train)
     try:
-        graph = export(model, example, dynamic_shapes=({0: Dim("batch")},)).module()
+        graph = export(model, (example,), dynamic_shapes=(dims,)).module()
     except Exception as exc:  # torch.export raises UserError, Unsupported, GuardOnDataDependent, ...
         raise export_error(model, exc, method) from exc
     return _distinct_calls(graph)
@@ -353,10 +367,11 @@ def restore(
     shape = structure.get("input_shape")
     if not shape:
         raise ConfigError("structure.input_shape", shape, "the input shape the int8 graph was captured with")
+    example = example_input(model, shape)[0]
     prepared = prepare(model, shape, per_channel, observer, qat, method)
     prepared.eval()
     with torch.no_grad():
-        prepared(torch.zeros(2, *shape))  # shapes for every observer; values come from the file
+        prepared(example)  # shapes for every observer; values come from the file
     return set_qparams(convert(prepared, shape), structure.get("qparams") or {})
 
 
