@@ -79,4 +79,6 @@ def test_the_whole_dag_prunes_heads_distils_fewer_layers_and_serves_int8_token_i
     record = json.loads((project / "data/07_model_output/prune_record.json").read_text())
     assert record["method"] == "heads"
     deployed = json.loads((out / "deploy.json").read_text())
-    assert deployed["chosen"] and all(c["agreement"] >= 0.99 for c in deployed["candidates"].values() if "agreement" in c)
+    assert deployed["chosen"] and all(
+        c["agreement"] >= 0.99 for c in deployed["candidates"].values() if "agreement" in c
+    )

@@ -86,3 +86,19 @@ def test_torchvision_rejects_a_class_count_against_its_weights():
 def test_unknown_torchvision_kwarg_fails_when_building():
     with pytest.raises(ConfigError, match=r"arguments its constructor accepts"):
         build_model(ModelSpec("torchvision.models:resnet18", {"widht": 3}), (3, 8, 8), 10)
+
+
+def test_a_transformer_method_on_an_image_model_fails_before_any_node_trains():
+    from shrinkflow.stages import DistillStage, PruneStage
+
+    catalog = DataCatalog({"raw_data": MemoryDataset(digits())})
+    hook = _hook({"name": "mlp"}, channels=None)
+    hook._params["prune"] = PruneStage(method="heads")
+    with pytest.raises(PreflightError, match=r"^prune.method=heads on train_teacher.model: .*use channel"):
+        hook.before_pipeline_run(_pipeline("split_data", "train_teacher", "prune"), catalog)
+    hook._params["prune"] = PruneStage(method="magnitude")
+    hook._params["distill"] = DistillStage(method="hidden_kd", student="pruned")
+    with pytest.raises(
+        PreflightError, match=r"^distill.method=hidden_kd on train_teacher.model: .*feature_kd"
+    ):
+        hook.before_pipeline_run(_pipeline("split_data", "train_teacher", "prune", "distill"), catalog)
