@@ -68,7 +68,7 @@ def test_the_whole_dag_prunes_heads_distils_fewer_layers_and_serves_int8_token_i
     metrics = {m: json.loads((out / f"{m}_metrics.json").read_text()) for m in MODELS}
     teacher, pruned, distilled, quantized = (metrics[m] for m in MODELS)
     # heads: half the heads and FFN neurons of the 2 layers go, for real
-    assert pruned["params_total"] < teacher["params_total"] and pruned["sparsity"] == 0.0
+    assert pruned["params_total"] < teacher["params_total"] and pruned["sparsity"] < 0.01  # [PAD] row: 0
     assert pruned["macs_len128"] < teacher["macs_len128"]
     assert distilled["macs_len32"] < 0.6 * teacher["macs_len32"]  # one layer of two
     for m in metrics.values():
@@ -78,7 +78,7 @@ def test_the_whole_dag_prunes_heads_distils_fewer_layers_and_serves_int8_token_i
     assert abs(quantized["accuracy"] - distilled["accuracy"]) <= 0.02
     record = json.loads((project / "data/07_model_output/prune_record.json").read_text())
     assert record["method"] == "heads"
-    deployed = json.loads((out / "deploy.json").read_text())
-    assert deployed["chosen"] and all(
-        c["agreement"] >= 0.99 for c in deployed["candidates"].values() if "agreement" in c
-    )
+    onnx = json.loads((out / "onnx_metrics.json").read_text())  # the exported file in ONNX Runtime
+    assert onnx["agreement"] >= 0.99 and onnx["latency_b1_len128_p50_ms"] > 0
+    deployment = json.loads((project / "data/08_reporting/deployment.json").read_text())
+    assert deployment["runtime"] in {row["runtime"] for row in deployment["candidates"]}
