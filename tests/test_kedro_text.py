@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def test_the_sst2_environment_trains_a_transformer_teacher_on_the_dev_split(tmp_
     assert record["history"][-1]["val_accuracy"] >= 0.9  # the mood word decides the label
     model = torch.load(project / "data/06_models/teacher.pt", weights_only=True)
     assert isinstance(model, dict)
+    # the MLflow run keeps the tokenizer the ids come from
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("shrinkflow").experiment_id])
+    logged = Path(client.download_artifacts(run.info.run_id, "tokenizer/tokenizer.json", str(tmp_path)))
+    text = (project / "data/04_feature/tokenizer.json").read_text()
+    assert json.loads(json.loads(text)["tokenizer"]) == json.loads(logged.read_text())
+    assert run.data.tags["data.tokenizer_sha256"] == hashlib.sha256(logged.read_bytes()).hexdigest()
 
 
 STUDENT = "distill.student.kwargs.transformer_encoder"

@@ -137,3 +137,16 @@ def test_models_without_attention_and_bad_options_fail_clearly():
         HeadsConfig(head_ratio=1.0)
     with pytest.raises(ConfigError, match="importance"):
         HeadsConfig(importance="entropy")
+
+
+def test_a_bert_model_is_pruned_by_head_mask_gradients_too(make_text_ctx, text_splits):
+    model = _bert()
+    cfg = HeadsConfig(head_ratio=0.5, ffn_ratio=0.5, batches=2, batch_size=16)
+    scores = head_scores(model, cfg, make_text_ctx())
+    assert all(bool((h > 0).all()) and len(f) == 64 for h, f in scores)
+    heads_prune(model, cfg, make_text_ctx())
+    blocks = encoder_blocks(model)
+    assert sum(b.heads for b in blocks) == 4 and sum(b.ffn_in.out_features for b in blocks) == 64
+    assert blocks[0].attn.all_head_size == blocks[0].heads * 8
+    with torch.no_grad():
+        assert model(text_splits[2].for_eval().head(4)).shape == (4, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -251,6 +252,11 @@ class TrackingHook:
                     }
                 )
             mlflow.set_tags(tags)
+        elif dataset_name == "train_set" and getattr(getattr(data, "source", None), "tokenizer_json", None):
+            # the tokenizer the token ids come from: the model is useless without it
+            text = data.source.tokenizer_json
+            mlflow.log_text(text, "tokenizer/tokenizer.json")
+            mlflow.set_tag("data.tokenizer_sha256", hashlib.sha256(text.encode()).hexdigest())
         elif dataset_name.removesuffix("_metrics") in MODELS and isinstance(data, dict):
             self._log_metrics(dataset_name.removesuffix("_metrics"), data)
         elif dataset_name == "onnx_metrics" and isinstance(data, dict):
