@@ -99,6 +99,7 @@ def _cell(fmt: str, value: Any) -> str:
 _QPARAMS = {
     "torch": "QDQ with the PyTorch model's own scales and zero points",
     "calibrated": "QDQ, scales calibrated by ONNX Runtime",
+    "dynamic": "int8 weights, activation scales computed per batch (ONNX Runtime dynamic)",
 }
 
 

@@ -35,13 +35,11 @@ serving stack reads.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import tempfile
 import threading
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -54,8 +52,10 @@ from shrinkflow import plugins
 from shrinkflow.core.artifact import ModelArtifact, rebuild
 from shrinkflow.core.config import Config, ConfigError, check_choice, check_range
 from shrinkflow.core.models import build_model
+from shrinkflow.core.ortquant import _as_input, _quiet, quantize_dynamic_int8, quantize_int8
 from shrinkflow.core.qgraph import graph_layers, is_int8_graph
 from shrinkflow.core.sparsity import weight_tensors
+from shrinkflow.core.textmodels import takes_tokens
 
 __all__ = [
     "ExportConfig",
@@ -94,13 +94,17 @@ class ExportConfig(Config):
     The int8 fields apply where ONNX Runtime calibrates the int8 graph itself (dynamic int8
     models, and int8 export of a float model); static int8 models keep their own qparams:
     ``calibration_batches`` x ``batch_size`` training samples fix the activation ranges,
-    ``per_channel``/``reduce_range`` shape the int8 weights, ``activation`` their type."""
+    ``per_channel``/``reduce_range`` shape the int8 weights, ``activation`` their type;
+    ``int8_activations``: ``static`` (QDQ, calibrated ranges), ``dynamic`` (per-batch scales,
+    :mod:`shrinkflow.core.ortquant`) or ``auto``: dynamic for models reading token ids, static
+    otherwise."""
 
     format: str = "auto"
     opset: int = 18
     per_channel: bool = True
     reduce_range: bool = True
     activation: str = "uint8"
+    int8_activations: str = "auto"
     calibration_batches: int = 8
     batch_size: int = 128
     runtimes: list[str] = field(
@@ -137,6 +141,7 @@ class ExportConfig(Config):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(key, getattr(self, key), "true or false")
         check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("int8_activations", self.int8_activations, ["auto", "static", "dynamic"])
         check_range("calibration_batches", self.calibration_batches, 1, 100_000, integer=True)
         check_range("batch_size", self.batch_size, 1, 1_000_000, integer=True)
 
@@ -144,7 +149,8 @@ class ExportConfig(Config):
 class Exported(NamedTuple):
     """An export: the ONNX bytes, ``format`` (``float`` | ``int8``) and where the int8 scales and
     zero points came from (``qparams``: ``torch`` = the PyTorch model's own, ``calibrated`` = ONNX
-    Runtime's calibration on training batches, ``none`` for float)."""
+    Runtime's calibration on training batches, ``dynamic`` = computed per batch at run time,
+    ``none`` for float)."""
 
     data: bytes
     format: str
@@ -191,28 +197,6 @@ def float_twin(artifact: ModelArtifact) -> nn.Module:
         )
     twin.load_state_dict({k: values[k].to(own[k].dtype) for k in own})
     return twin.eval()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The exporter prints progress lines, warns about its own internals and logs that optional
-    torchvision ops are skipped; keep the run log clean (errors still raise)."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxruntime")]
-    levels = [logger.level for logger in loggers]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
-
-
-def _as_input(x: torch.Tensor) -> torch.Tensor:
-    """What an exported graph takes: int64 token ids stay int64; anything else becomes float32."""
-    return x.long() if not x.dtype.is_floating_point and x.ndim == 2 else x.float()
 
 
 def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes:
@@ -286,17 +270,6 @@ def torch_qdq(model: nn.Module, example: torch.Tensor, opset: int = 18) -> bytes
     return buffer.getvalue()
 
 
-class _Batches:
-    """ONNX Runtime's CalibrationDataReader protocol over tensors (duck-typed: ORT only calls
-    ``get_next``)."""
-
-    def __init__(self, name: str, batches: Iterable[torch.Tensor]) -> None:
-        self._it = iter([{name: _as_input(b).numpy()} for b in batches])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-
 def onnx_op_types(model: nn.Module) -> list[str] | None:
     """The ONNX op types to quantize so that the export runs in int8 what ``model`` runs in int8.
 
@@ -309,38 +282,6 @@ def onnx_op_types(model: nn.Module) -> list[str] | None:
     """
     float_convs = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
     return ["MatMul", "Gemm"] if float_convs and int8_modules(model) else None
-
-
-def quantize_int8(
-    onnx_fp32: bytes,
-    calibration: Iterable[torch.Tensor],
-    cfg: ExportConfig,
-    op_types: list[str] | None = None,
-) -> bytes:
-    """ONNX Runtime static int8 in QDQ format: ``quant_pre_process`` (shape inference, graph
-    optimization), then ``quantize_static`` with MinMax ranges over ``calibration``, on the nodes
-    of ``op_types`` (None: all it can quantize)."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
-        fp32, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        fp32.write_bytes(onnx_fp32)
-        quant_pre_process(str(fp32), str(pre))
-        quantize_static(
-            str(pre),
-            str(out),
-            _Batches(onnx.load_from_string(onnx_fp32).graph.input[0].name, calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
-            activation_type=QuantType.QUInt8 if cfg.activation == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=op_types,
-        )
-        return out.read_bytes()
 
 
 def export_artifact(
@@ -364,6 +305,11 @@ def export_artifact(
     fp32 = to_onnx(model, example, cfg.opset)
     if fmt == "float":
         return Exported(fp32, "float", "none")
+    dynamic = cfg.int8_activations == "dynamic" or (
+        cfg.int8_activations == "auto" and takes_tokens(artifact.model, artifact.input_shape)
+    )
+    if dynamic:
+        return Exported(quantize_dynamic_int8(fp32, cfg), "int8", "dynamic")
     op_types = onnx_op_types(artifact.model) if quantized else None
     return Exported(quantize_int8(fp32, calibration, cfg, op_types), "int8", "calibrated")
 
