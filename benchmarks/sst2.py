@@ -228,12 +228,18 @@ def targets(table: list[dict[str, Any]], minutes: float | None) -> list[dict[str
     teacher, pruned = r["teacher"], r["pruned (heads + FFN)"]
     removed = 1 - pruned["encoder_params"] / teacher["encoder_params"]
     drop = 100 * (pruned["test_accuracy"] - teacher["test_accuracy"])
-    closed = []
-    for seed in SEEDS:
-        scratch = r[f"2-layer scratch s{seed}"]["test_accuracy"]
-        kd = r[f"2-layer hidden_kd s{seed}"]["test_accuracy"]
-        gap = teacher["test_accuracy"] - scratch
-        closed.append((kd - scratch) / gap if gap > 0 else float("nan"))
+
+    def closure(split: str, seed: int) -> tuple[float, str]:
+        """Share of the scratch -> teacher gap closed by hidden_kd on ``split`` (dev or test)."""
+        scratch = r[f"2-layer scratch s{seed}"][f"{split}_accuracy"]
+        kd = r[f"2-layer hidden_kd s{seed}"][f"{split}_accuracy"]
+        gap = teacher[f"{split}_accuracy"] - scratch
+        text = f"{split} seed {seed}: scratch {scratch:.4f}, hidden_kd {kd:.4f}, teacher {teacher[f'{split}_accuracy']:.4f}"
+        if gap <= 0:  # the student from scratch is already as good: there is nothing to close
+            return float("nan"), f"{text} (no gap: scratch >= teacher)"
+        return (kd - scratch) / gap, f"{text} ({(kd - scratch) / gap:.0%} of {100 * gap:.2f} pts)"
+
+    closed = [closure(split, seed) for split in ("test", "dev") for seed in SEEDS]
     int8, fp32 = r["2-layer hidden_kd s0 int8"], r["2-layer hidden_kd s0"]
     ort = r["ORT int8 (2-layer hidden_kd s0 int8)"]
     speed = ort["b1_len32_speedup"]
@@ -242,9 +248,9 @@ def targets(table: list[dict[str, Any]], minutes: float | None) -> list[dict[str
         ("heads+FFN pruning removes >= 40% of encoder parameters", removed >= 0.4, f"{removed:.1%}"),
         ("pruned within 1.5 pts of the teacher", drop >= -1.5, f"{drop:+.2f} pts"),
         (
-            "hidden_kd closes >= 50% of the scratch-teacher gap, each seed",
-            all(c >= 0.5 for c in closed),
-            ", ".join(f"seed {s}: {c:.0%}" for s, c in zip(SEEDS, closed, strict=True)),
+            "hidden_kd closes >= 50% of the scratch-teacher test gap, each seed",
+            all(c >= 0.5 for c, _ in closed[: len(SEEDS)]),
+            "; ".join(text for _, text in closed),
         ),
         (
             "int8 within 0.5 pts of its input model",
@@ -333,7 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b1-runs", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="small subsets, one epoch, few timing runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    parser.add_argument(
+        "--render", action="store_true", help="rewrite sst2.md (and the targets) from sst2.json"
+    )
     args = parser.parse_args(argv)
+    if args.render:  # the measured figures as they are; only the text and the targets' wording change
+        document = json.loads((args.out / "sst2.json").read_text())
+        header, table = document["header"], document["table"]
+        header["targets"] = targets(table, None if header["quick"] else header["seconds"] / 60)
+        (args.out / "sst2.json").write_text(json.dumps(document, indent=2) + "\n")
+        (args.out / "sst2.md").write_text(markdown(table, header))
+        return 0
     recipe = dict(RECIPE)
     if args.quick:
         args.rounds, args.b1_runs = 2, 5
