@@ -22,12 +22,17 @@ TINY = (
 )
 
 
-def test_the_sst2_environment_trains_a_transformer_teacher_on_the_dev_split(tmp_path: Path):
-    data = tmp_path / "sst2"
+def _sst2_files(data: Path) -> Path:
+    """SST-2-format train/dev/test files of the generated corpus (600 / 80 / 100 sentences)."""
     data.mkdir()
     write_tsv(data / "train.tsv", corpus(600, 0))
     write_tsv(data / "dev.tsv", corpus(80, 1))
     write_tsv(data / "test.tsv", corpus(100, 2))
+    return data
+
+
+def test_the_sst2_environment_trains_a_transformer_teacher_on_the_dev_split(tmp_path: Path):
+    data = _sst2_files(tmp_path / "sst2")
     project = make_project(tmp_path / "project")
     # the catalog's tokenizer of 8,000 tokens learns what these 12 words give (vocab_size caps it)
     result = kedro(
@@ -66,11 +71,7 @@ WHOLE_DAG = ",".join(
 
 @pytest.mark.slow
 def test_the_whole_dag_prunes_heads_distils_fewer_layers_and_serves_int8_token_ids(tmp_path: Path):
-    data = tmp_path / "sst2"
-    data.mkdir()
-    write_tsv(data / "train.tsv", corpus(600, 0))
-    write_tsv(data / "dev.tsv", corpus(80, 1))
-    write_tsv(data / "test.tsv", corpus(100, 2))
+    data = _sst2_files(tmp_path / "sst2")
     project = make_project(tmp_path / "project")
     result = kedro(project, "--env", "sst2", "--params", f"sst2_dir={data},{WHOLE_DAG}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -31,7 +31,7 @@ from shrinkflow.core.config import Config, ConfigError, check_range
 from shrinkflow.core.method import Context, Method
 from shrinkflow.core.text import PAD_ID
 from shrinkflow.core.textmodels import Block, encoder_blocks
-from shrinkflow.methods.distillation._losses import Weights, logit_loss, require_teacher
+from shrinkflow.methods.distillation._losses import Weights, _WithAdapter, logit_loss, require_teacher
 
 __all__ = ["HiddenKDConfig", "hidden_kd", "layer_map", "plugin"]
 
@@ -151,22 +151,11 @@ def hidden_kd(student: nn.Module, cfg: HiddenKDConfig, ctx: Context) -> nn.Modul
         return loss
 
     try:
-        ctx.train_model(_Student(student, projections), loss_fn, label="hidden_kd")
+        ctx.train_model(_WithAdapter(student, projections), loss_fn, label="hidden_kd")
     finally:
         s_taps.close()
         t_taps.close()
     return student
-
-
-class _Student(nn.Module):
-    """The student and the projections, so the stage's optimizer trains both; forward is the student's."""
-
-    def __init__(self, student: nn.Module, projections: nn.ModuleList) -> None:
-        super().__init__()
-        self.student, self.projections = student, projections
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.student(x)
 
 
 plugin = Method(
