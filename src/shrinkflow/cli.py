@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from shrinkflow import plugins
+
+#: runs ``compare --curves`` draws at most (one colour each)
+CURVE_RUNS = 8
 
 
 @click.group()
@@ -83,6 +87,15 @@ def _split(value: str, option: str, allowed: tuple[str, ...] | None = None) -> l
     "--partial", is_flag=True, help="Also list runs that evaluated only some stages (single DVC stages)."
 )
 @click.option(
+    "--curves",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_flag=False,
+    flag_value=Path("data/08_reporting/curves.png"),
+    default=None,
+    help="Also draw the runs' per-epoch training curves side by side (the newest "
+    f"{CURVE_RUNS}), to this file [flag alone: data/08_reporting/curves.png].",
+)
+@click.option(
     "--tracking-uri", default=None, help="Default: $MLFLOW_TRACKING_URI, else the project's mlflow.db."
 )
 def compare(
@@ -96,6 +109,7 @@ def compare(
     plot: Path,
     csv_path: Path | None,
     partial: bool,
+    curves: Path | None,
     tracking_uri: str | None,
 ) -> None:
     """Per-stage metrics of tracked runs side by side, and accuracy against size with the Pareto front."""
@@ -140,10 +154,24 @@ def compare(
     )
     cmp.plot_pareto(points, size_metric, plot)
     click.echo(f"\nplot: {plot}")
+    if curves is not None:
+        _draw_curves(uri, runs, stage_names, curves)
     if csv_path is not None:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         runs.to_csv(csv_path, index=False)
         click.echo(f"table: {csv_path}")
+
+
+def _draw_curves(uri: str, runs: Any, stages: list[str], path: Path) -> None:
+    from shrinkflow.curves import load_curves, plot_curves
+
+    newest = runs.head(CURVE_RUNS)
+    labels = {f"{row.run_name} ({row.run_id[:8]})": row.run_id for row in newest.itertuples()}
+    try:
+        plot_curves(load_curves(uri, labels, stages), path, stages)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"curves: {path} ({len(labels)} of {len(runs)} run(s))")
 
 
 @shrinkflow.command(name="plugins")

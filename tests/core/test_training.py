@@ -12,7 +12,7 @@ from torch import nn
 from shrinkflow.core.config import ConfigError
 from shrinkflow.core.data import Split
 from shrinkflow.core.models import MLP
-from shrinkflow.core.training import EpochLog, TrainConfig, evaluate, fit, predict, seed_everything
+from shrinkflow.core.training import EpochLog, TrainConfig, evaluate, fit, listen, predict, seed_everything
 
 FAST = TrainConfig(epochs=3, batch_size=16, lr=1e-2, lr_schedule="constant")
 
@@ -199,3 +199,22 @@ def test_seed_everything_turns_on_deterministic_algorithms():
     a = torch.rand(3)
     seed_everything(0)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_each_epoch_records_validation_loss_and_the_learning_rate_it_started_with(small, digits_splits):
+    seed_everything(0)
+    model = MLP((1, 8, 8), 10, hidden=(64,))
+    seen: list[tuple[str, EpochLog]] = []
+    cfg = TrainConfig(epochs=4, batch_size=32, lr=0.01, lr_schedule="cosine")
+    with listen(lambda label, entry: seen.append((label, entry))):
+        history = fit(model, small, cfg, val=digits_splits[1], label="teacher")
+    final = evaluate(model, digits_splits[1])
+    fit(model, small, TrainConfig(epochs=1), label="after")  # the listener is gone
+    assert [label for label, _ in seen] == ["teacher"] * 4
+    assert [entry for _, entry in seen] == history
+    steps = math.ceil(len(small) / 32)
+    # cosine over 4 epochs of `steps` steps: the lr each epoch starts with
+    expected = [0.01 * (1 + math.cos(math.pi * e * steps / (4 * steps))) / 2 for e in range(4)]
+    assert [h.lr for h in history] == pytest.approx(expected)
+    assert (history[-1].val_accuracy, history[-1].val_loss) == final
+    assert history[0].val_loss > history[-1].val_loss > 0.0

@@ -7,7 +7,8 @@ import logging
 import math
 import random
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from shrinkflow.core import distributed
 from shrinkflow.core.config import Config, check_choice, check_range
 from shrinkflow.core.data import Split
 from shrinkflow.core.loader import Batches
+from shrinkflow.core.progress import EpochBar
 from shrinkflow.core.runtime import CPU, Runtime, on_device
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "TrainConfig",
     "evaluate",
     "fit",
+    "listen",
     "node_seed",
     "predict",
     "predict_split",
@@ -77,11 +80,31 @@ class TrainConfig(Config):
 
 @dataclass
 class EpochLog:
+    """One epoch: mean training loss and accuracy, the validation split's accuracy and loss (when
+    there is one), and the learning rate the epoch started with."""
+
     epoch: int
     loss: float
     train_accuracy: float
     val_accuracy: float | None = None
+    val_loss: float | None = None
+    lr: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+
+
+_listeners: list[Callable[[str, EpochLog], None]] = []
+
+
+@contextmanager
+def listen(callback: Callable[[str, EpochLog], None]) -> Iterator[None]:
+    """Call ``callback(label, entry)`` at the end of every epoch any :func:`fit` runs while the
+    block is open (``label``: ``teacher``, the method's name...). The run tracker draws per-epoch
+    curves from it without the training loop knowing about it."""
+    _listeners.append(callback)
+    try:
+        yield
+    finally:
+        _listeners.remove(callback)
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -127,13 +150,20 @@ def fit(
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             total_loss, correct = 0.0, 0
-            for xb, yb in batches:
-                loss, right = step(xb, yb, epoch)
-                total_loss += loss * len(yb)
-                correct += right
-            history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val_batches, cfg, label))
+            lr = _lr(opt)
+            with EpochBar(label, epoch, cfg.epochs, n) as bar:
+                for xb, yb in batches:
+                    loss, right = step(xb, yb, epoch)
+                    total_loss += loss * len(yb)
+                    correct += right
+                    bar.update(len(yb), loss, right)
+            history.append(_epoch_end(model, epoch, total_loss / n, correct / n, val_batches, cfg, label, lr))
     model.eval()
     return history
+
+
+def _lr(opt: torch.optim.Optimizer) -> float:
+    return float(opt.param_groups[0]["lr"])
 
 
 def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Any:
@@ -192,10 +222,13 @@ def _epoch_end(
     val: Batches | None,
     cfg: TrainConfig,
     label: str,
+    lr: float,
 ) -> EpochLog:
-    entry = EpochLog(epoch, loss, accuracy)
+    entry = EpochLog(epoch, loss, accuracy, lr=lr)
     if val is not None:
-        entry.val_accuracy = evaluate(model, val)[0]
+        entry.val_accuracy, entry.val_loss = evaluate(model, val)
+    for callback in list(_listeners):
+        callback(label, entry)
     if distributed.is_main():
         val_text = "" if entry.val_accuracy is None else f"  val_acc {entry.val_accuracy:.4f}"
         log.info(
@@ -247,13 +280,18 @@ def _fit_distributed(
             sampler.set_epoch(epoch)
             mine = train.with_indices(train.indices[torch.tensor(list(sampler))])
             totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
-            for xb, yb in mine.batches(per_rank, device=device):
-                loss, right = step(xb, yb, epoch)
-                totals += torch.tensor([loss * len(yb), right, len(yb)], dtype=torch.float64)
+            lr = _lr(opt)
+            with EpochBar(label, epoch, cfg.epochs, len(mine)) as bar:  # drawn by rank 0 alone
+                for xb, yb in mine.batches(per_rank, device=device):
+                    loss, right = step(xb, yb, epoch)
+                    totals += torch.tensor([loss * len(yb), right, len(yb)], dtype=torch.float64)
+                    bar.update(len(yb), loss, right)
             totals = totals.to(device)
             torch.distributed.all_reduce(totals)
             loss_sum, correct, seen = totals.tolist()
-            history.append(_epoch_end(model, epoch, loss_sum / seen, correct / seen, val_batches, cfg, label))
+            history.append(
+                _epoch_end(model, epoch, loss_sum / seen, correct / seen, val_batches, cfg, label, lr)
+            )
     model.eval()
     return history
 

@@ -30,6 +30,10 @@ FINAL_MODEL = "quantized_model"
 GATES = "quality_gates"
 TEACHER_RECORD = "train_teacher_record"
 FAMILY_OF_RECORD = {f"{s.KEY}_record": s.FAMILY for s in (PruneStage, DistillStage, QuantizeStage)}
+#: training nodes and the model their per-epoch curves are named after (``pruned.val_accuracy``)
+CURVES = {node: model for model, node in MAKER.items()}
+#: what an epoch logs
+EPOCH_FIELDS = ("loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
 
 def _plain(value: Any) -> Any:
@@ -183,10 +187,16 @@ class TrackingHook:
 
     @hook_impl
     def before_node_run(self, node: Any) -> None:
-        if node.name == "search" and self._run() is not None:
+        if self._run() is None:
+            return
+        if node.name == "search":
             from shrinkflow import search
 
             self._listening.enter_context(search.listen(self._log_trial))
+        elif node.name in CURVES:
+            from shrinkflow.core import training
+
+            self._listening.enter_context(training.listen(_EpochMetrics(CURVES[node.name])))
 
     @hook_impl
     def after_node_run(self, node: Any) -> None:
@@ -315,6 +325,29 @@ class TrackingHook:
         if new:
             mlflow.log_metrics(new)
             self._logged.update(new)
+
+
+class _EpochMetrics:
+    """Each epoch of a training node as MLflow step metrics, ``<model>.<field>`` at step ``n``, the
+    node's ``n``-th epoch (a node that trains several times, e.g. a gradual pruning schedule's
+    fine-tunes, continues the count): ``train_loss`` (``loss``: the objective trained, e.g. a
+    distillation loss), ``train_accuracy``, ``val_loss`` (cross-entropy) and ``val_accuracy`` on
+    the validation split, and ``lr``, the learning rate the epoch started with."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.step = model, 0
+
+    def __call__(self, _label: str, entry: Any) -> None:
+        import mlflow
+
+        self.step += 1
+        values = {name: getattr(entry, name, None) for name in EPOCH_FIELDS}
+        metrics = {
+            f"{self.model}.{'train_loss' if k == 'loss' else k}": float(v)
+            for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        mlflow.log_metrics(metrics, step=self.step)
 
 
 def _gates_outcome() -> str | None:

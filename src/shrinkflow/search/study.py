@@ -8,6 +8,7 @@ import socket
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from shrinkflow.core.config import ConfigError
 from shrinkflow.core.data import Split
 from shrinkflow.core.export import ExportConfig, ExportError
 from shrinkflow.core.measure import MeasureConfig
+from shrinkflow.core.progress import TrialBar
 from shrinkflow.search.config import DEFAULT_STORAGE, STAGES, SearchConfig
 from shrinkflow.search.results import choose, table, with_test
 from shrinkflow.search.space import apply, check_keys, sample
@@ -194,12 +196,15 @@ def run_search(
     start = time.perf_counter()
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     if len(study.get_trials(deepcopy=False, states=finished)) < cfg.n_trials:  # optimize runs one at least
-        study.optimize(
-            objective,
-            timeout=cfg.timeout_s,
-            callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished)],
-            catch=(),
-        )
+        with TrialBar(cfg.n_trials) as bar:
+            show = partial(_show_progress, bar, cfg.objectives, finished)
+            show(study)
+            study.optimize(
+                objective,
+                timeout=cfg.timeout_s,
+                callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished), lambda s, _t: show(s)],
+                catch=(),
+            )
     trials = table(study, cfg)
     chosen = choose(trials, reference, cfg)
     wanted = set(trials.loc[trials["pareto"], "number"].astype(int)) if len(trials) else set()
@@ -219,6 +224,20 @@ def run_search(
         objectives=list(cfg.objectives),
         constraints=list(cfg.constraints),
     )
+
+
+def _show_progress(bar: TrialBar, objectives: list[str], finished: tuple[Any, ...], study: Any) -> None:
+    """The trial bar after a trial (any worker's): finished trials, and the best value so far."""
+    done = study.get_trials(deepcopy=False, states=finished)
+    best = ""
+    try:
+        if len(objectives) == 1:
+            best = f"best {objectives[0]} {study.best_value:.4g}"
+        else:
+            best = f"{len(study.best_trials)} on the Pareto front"
+    except ValueError:  # no complete (or no feasible) trial yet
+        pass
+    bar.update(len(done), best)
 
 
 def _test_once(

@@ -1,5 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
+from shrinkflow.curves import history_table
+
 from .nodes import quantize_model
 
 
@@ -18,6 +20,8 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 ],
                 ["quantized_model", "quantize_record"],
                 name="quantize",
-            )
+            ),
+            # its per-epoch curves: the DVC plot file (MLflow gets them live, as step metrics)
+            node(history_table, "quantize_record", "quantize_history", name="quantize_history"),
         ]
     )
