@@ -113,6 +113,38 @@ def test_repro_runs_every_stage_then_nothing(repo: dict):
     assert not [f for f in tracked if f.endswith(".pt")]
 
 
+def test_plots_show_draws_the_training_curves_of_every_stage_that_trained(repo: dict, tmp_path: Path):
+    data = json.loads(sh(repo["path"], "dvc", "plots", "show", "--json"))["data"]
+    history = repo["path"] / "data/08_reporting/history"
+    for title, fields in (
+        ("validation accuracy per epoch", ["val_accuracy"]),
+        ("loss per epoch", ["train_loss", "val_loss"]),
+        ("learning rate per epoch", ["lr"]),
+    ):
+        values = data[title][0]["content"]["data"]["values"]
+        for stage in ("train_teacher", "prune", "distill"):
+            rows = list(csv.DictReader(io.StringIO((history / f"{stage}.csv").read_text())))
+            assert len(rows) >= 2, stage  # one per epoch of the stage's training
+            for field in fields:
+                # one y field: points name their file; several: "file::field", y in dvc_inferred_y_value
+                key = f"{stage}.csv" if len(fields) == 1 else f"{stage}.csv::{field}"
+                drawn = [v for v in values if v.get("filename", v.get("filename::field")) == key]
+                y = field if len(fields) == 1 else "dvc_inferred_y_value"
+                assert [(int(v["step"]), float(v[y])) for v in drawn] == [
+                    (int(r["step"]), float(r[field])) for r in rows
+                ], (title, stage, field)
+    # the HTML page DVC writes carries the three plots
+    sh(repo["path"], "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots/index.html").read_text()
+    assert all(
+        t in page for t in ("validation accuracy per epoch", "loss per epoch", "learning rate per epoch")
+    )
+    tracked = git(repo["path"], "ls-files", "data/08_reporting/history").split()
+    assert sorted(tracked) == [
+        f"data/08_reporting/history/{s}.csv" for s in ("distill", "prune", "quantize", "train_teacher")
+    ]
+
+
 def test_exp_run_of_a_quantize_parameter_reruns_only_what_depends_on_it(repo: dict):
     path = repo["path"]
     before = digests(path)
