@@ -151,3 +151,37 @@ def test_no_bar_when_not_a_terminal_or_switched_off_or_not_rank_zero(terminal, m
     monkeypatch.undo()
     monkeypatch.setattr(progress, "_console", lambda: Console(file=io.StringIO()))  # a pipe
     assert not progress.enabled()
+
+
+def test_the_search_bar_counts_finished_trials_and_shows_the_best_value_so_far(terminal):
+    import optuna
+
+    from shrinkflow.search.study import _show_progress
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    shown: list[tuple[float, str]] = []
+    with TrialBar(budget=5) as bar:
+        _show_progress(bar, ["accuracy"], finished, study)  # before any trial: no best yet
+        shown.append((bar.progress.tasks[0].completed, bar.progress.tasks[0].fields["info"]))
+
+        def objective(trial: optuna.Trial) -> float:
+            x = trial.suggest_float("x", 0.0, 1.0)
+            if trial.number == 1:
+                raise optuna.TrialPruned()
+            return x
+
+        def after(s: optuna.Study, _t: object) -> None:
+            _show_progress(bar, ["accuracy"], finished, s)
+            shown.append((bar.progress.tasks[0].completed, bar.progress.tasks[0].fields["info"]))
+
+        study.optimize(objective, n_trials=4, callbacks=[after])
+        assert bar.progress.tasks[0].total == 5
+    best = [max(t.value for t in study.trials[: i + 1] if t.value is not None) for i in range(4)]
+    assert shown == [(0, "")] + [(i + 1, f"best accuracy {b:.4g}") for i, b in enumerate(best)]
+    two = optuna.create_study(directions=["maximize", "minimize"])
+    two.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=3)
+    with TrialBar(budget=3) as bar:
+        _show_progress(bar, ["accuracy", "packed_bytes"], finished, two)
+        assert bar.progress.tasks[0].fields["info"] == f"{len(two.best_trials)} on the Pareto front"
