@@ -21,6 +21,7 @@ from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 from shrinkflow import __version__, plugins
 from shrinkflow.core import distributed
 from shrinkflow.stages import MAKER, MODELS, DistillStage, PruneStage, QuantizeStage
+from shrinkflow.tracking import server_access
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class MlflowParamsHook(MlflowHook):
         if not distributed.is_main():  # under torchrun only rank 0 sets up MLflow and records
             self._is_mlflow_enabled = False
             return
-        super().after_context_created(context)
+        with server_access():  # a server's 401 names it and the credentials to set
+            super().after_context_created(context)
         self._all_params = {k: _plain(v) for k, v in context.params.items()}
 
     @hook_impl
@@ -68,7 +70,8 @@ class MlflowParamsHook(MlflowHook):
         if not distributed.is_main():  # under torchrun only rank 0 records the run
             self._is_mlflow_enabled = False
             return
-        super().before_pipeline_run(run_params, pipeline, catalog)
+        with server_access(self.mlflow_config.tracking.experiment.name):  # 403 before the run exists
+            super().before_pipeline_run(run_params, pipeline, catalog)
         if self._is_mlflow_enabled and getattr(self, "_all_params", None):
             params = self._all_params
             if self.flatten:
