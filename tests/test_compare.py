@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from shrinkflow.compare import by_stage, load_runs, pareto_front, plot_pareto, stage_points
+from shrinkflow.compare import by_stage, load_runs, pareto_figure, pareto_front, plot_pareto, stage_points
 
 
 def brute_force(size: list[float], acc: list[float]) -> list[bool]:
@@ -124,3 +125,66 @@ def test_load_runs_keeps_complete_runs_counts_skipped_stages_and_pages_past_part
         LookupError, match=r"no MLflow experiment 'other' .* experiments there: \['Default', 'shrinkflow'\]"
     ):
         load_runs(uri, "other")
+
+
+def crowded_runs(n_runs: int = 6) -> pd.DataFrame:
+    """``n_runs`` runs whose quantized models all lie on the front, within 2% of size and 0.5 pts."""
+    return pd.DataFrame(
+        [
+            {
+                "run_id": f"{i:032d}",
+                "run_name": f"recipe-{i}",
+                "user": "ann",
+                "dvc_exp": None,
+                "teacher.accuracy": 0.98,
+                "teacher.packed_bytes": 340_353.0 + 10 * i,
+                "quantized.accuracy": 0.970 + 0.001 * i,
+                "quantized.packed_bytes": 30_000.0 + 120 * i,
+            }
+            for i in range(n_runs)
+        ]
+    )
+
+
+def text_boxes(fig) -> list:
+    """The labels' own boxes on screen (without leader lines), once drawn as saving does."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    return [Text.get_window_extent(t, renderer) for t in fig.axes[0].texts]
+
+
+def test_compare_plot_labels_each_front_point_once_without_collisions():
+    points = stage_points(crowded_runs(), "packed_bytes", ["teacher", "quantized"])
+    front = points[points["pareto"]]
+    assert len(front) == 7  # the six quantized models and the first run's teacher
+    fig = pareto_figure(points, "packed_bytes")
+    (ax,) = fig.axes
+    boxes = text_boxes(fig)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(front["run_name"])
+    pairs = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]]
+    assert not any(a.overlaps(b) for a, b in pairs)
+    frame = ax.get_window_extent()
+    assert all(frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1) for b in boxes)
+    marks = ax.transData.transform(list(zip(points["size"], 100 * points["accuracy"], strict=True)))
+    assert not any(b.contains(x, y) for b in boxes for x, y in marks)  # no label hides a point
+    ticks = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    texts = [t.get_text() for t in ticks]
+    assert texts == ["30 kB", "100 kB", "300 kB"]
+    assert not any(
+        a.get_window_extent().overlaps(b.get_window_extent()) for a, b in itertools.pairwise(ticks)
+    )
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["teacher", "quantized", "Pareto front"]
+
+
+def test_compare_plot_of_one_run_names_stages_by_marker_only():
+    points = stage_points(runs_frame().iloc[:1], "packed_bytes", ["teacher", "quantized"])
+    fig = pareto_figure(points, "packed_bytes")
+    text_boxes(fig)
+    (ax,) = fig.axes
+    assert len(ax.texts) == 0  # one run: its name on every point would say nothing
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    assert labels == ["30 kB", "100 kB", "300 kB", "1 MB"]

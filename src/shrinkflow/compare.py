@@ -14,10 +14,21 @@ from typing import Any
 import pandas as pd
 
 from shrinkflow.core.pareto import pareto_mask
+from shrinkflow.plotting import place_labels, size_axis, stage_styles
 from shrinkflow.stages import MAKER
 from shrinkflow.stages import MODELS as STAGES
 
-__all__ = ["STAGES", "by_stage", "draw_pareto", "load_runs", "pareto_front", "plot_pareto", "stage_points"]
+__all__ = [
+    "STAGES",
+    "by_stage",
+    "draw_pareto",
+    "load_runs",
+    "pareto_figure",
+    "pareto_front",
+    "pareto_legend",
+    "plot_pareto",
+    "stage_points",
+]
 
 
 def load_runs(
@@ -152,44 +163,68 @@ def pareto_front(size: Sequence[float], accuracy: Sequence[float]) -> list[bool]
     return pareto_mask(list(zip(size, accuracy, strict=True)), ("minimize", "maximize"))
 
 
-def draw_pareto(ax: Any, points: pd.DataFrame, size_metric: str) -> None:
-    """Accuracy (%) against size on ``ax``: one colour per stage, the Pareto front as a step line.
+def draw_pareto(
+    ax: Any, points: pd.DataFrame, size_metric: str, styles: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Accuracy (%) against size on ``ax``: a colour and hollow marker per stage (``styles``, default
+    :func:`stage_styles`), the Pareto front as a step line. No legend: see :func:`pareto_legend`.
 
-    ``points`` has ``stage``, ``size``, ``accuracy``, ``pareto`` and ``label`` (annotates front points).
+    ``points`` has ``stage``, ``size``, ``accuracy`` and ``pareto``.
     """
+    styles = styles or stage_styles(points["stage"].tolist())
     for stage, group in points.groupby("stage", sort=False):
-        ax.scatter(group["size"], 100 * group["accuracy"], label=stage, alpha=0.8)
+        style = styles[str(stage)]
+        ax.scatter(
+            group["size"], 100 * group["accuracy"], marker=style["marker"], facecolors="none",
+            edgecolors=style["color"], linewidths=1.5, s=49, zorder=3,
+        )  # fmt: skip
     front = points[points["pareto"]].sort_values("size")
     if len(front):
-        ax.step(
-            front["size"], 100 * front["accuracy"], where="post", color="black", lw=1, label="Pareto front"
-        )
-        for _, p in front.iterrows():
-            ax.annotate(
-                p["label"],
-                (p["size"], 100 * p["accuracy"]),
-                fontsize=7,
-                xytext=(3, -9),
-                textcoords="offset points",
-            )
-    ax.set_xscale("log")
+        ax.step(front["size"], 100 * front["accuracy"], where="post", color="black", lw=1, zorder=2)
+    size_axis(ax, points["size"].tolist(), "" if size_metric == "params_nonzero" else "B")
+    ax.yaxis.get_major_formatter().set_useOffset(False)
     ax.set_xlabel(f"{size_metric} (log scale)")
     ax.set_ylabel("accuracy (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
 
 
-def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
-    """Write the accuracy-size plot of :func:`stage_points` (every run's stages) to ``path``."""
+def pareto_legend(fig: Any, styles: dict[str, dict[str, Any]], labels: dict[str, str] | None = None) -> Any:
+    """One legend for the figure, outside the axes on the right: a marker per stage (``labels``
+    overrides its text, e.g. ``pruned (magnitude)``) and the Pareto front line."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], ls="", marker=st["marker"], mfc="none", mec=st["color"], mew=1.5, ms=7,
+               label=(labels or {}).get(stage, stage))
+        for stage, st in styles.items()
+    ]  # fmt: skip
+    handles.append(Line2D([], [], color="black", lw=1, label="Pareto front"))
+    return fig.legend(handles=handles, loc="outside right upper", fontsize=8)
+
+
+def pareto_figure(points: pd.DataFrame, size_metric: str) -> Any:
+    """The accuracy-size figure of :func:`stage_points` (every run's stages); with more than one run,
+    the Pareto front's points are labelled with their run's name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    draw_pareto(ax, points.assign(label=points["run_name"] + ":" + points["stage"]), size_metric)
-    fig.tight_layout()
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    styles = stage_styles(points["stage"].tolist())
+    draw_pareto(ax, points, size_metric, styles)
+    pareto_legend(fig, styles)
+    front = points[points["pareto"]]
+    if points["run_id"].nunique() > 1:
+        place_labels(
+            ax, front["size"].tolist(), (100 * front["accuracy"]).tolist(), front["run_name"].tolist()
+        )
+    plt.close(fig)  # keep pyplot's registry empty; the figure still draws and saves
+    return fig
+
+
+def plot_pareto(points: pd.DataFrame, size_metric: str, path: Path) -> Path:
+    """Write :func:`pareto_figure` to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pareto_figure(points, size_metric).savefig(path, dpi=120)
     return path

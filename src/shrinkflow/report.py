@@ -271,35 +271,40 @@ def _deployment_markdown(deployment: dict[str, Any]) -> str:
 
 
 def accuracy_size_figure(document: dict[str, Any]) -> Any:
-    """Accuracy against packed and artifact bytes for every evaluated stage, Pareto front marked."""
-    import matplotlib
+    """Accuracy against packed and artifact bytes for every evaluated stage, Pareto front marked.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from shrinkflow.compare import draw_pareto, pareto_front
+    A panel per size that differs between stages (equal artifact bytes get none; the packed panel
+    stays when neither differs); one legend names each stage's marker with its method.
+    """
+    plt = _pyplot()
+    from shrinkflow.compare import draw_pareto, pareto_front, pareto_legend
+    from shrinkflow.plotting import stage_styles
 
     done = {stage: row for stage, row in document.items() if row.get("status") == "done"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric in zip(axes, ("packed_bytes", "artifact_bytes"), strict=True):
+    metrics = [m for m in ("packed_bytes", "artifact_bytes") if _varies(done, m)] or ["packed_bytes"]
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(2.4 + 4.3 * len(metrics), 4.2), layout="constrained", squeeze=False
+    )
+    styles = stage_styles(list(done))
+    for ax, metric in zip(axes[0], metrics, strict=True):
         points = pd.DataFrame(
             [
-                {
-                    "stage": s,
-                    "size": float(r[metric]),
-                    "accuracy": float(r["accuracy"]),
-                    "label": f"{s} ({r['method']})",
-                }
+                {"stage": s, "size": float(r[metric]), "accuracy": float(r["accuracy"])}
                 for s, r in done.items()
             ],
-            columns=["stage", "size", "accuracy", "label"],
+            columns=["stage", "size", "accuracy"],
         )
         points["pareto"] = pareto_front(points["size"].tolist(), points["accuracy"].tolist())
-        draw_pareto(ax, points, metric)
+        draw_pareto(ax, points, metric, styles)
+    pareto_legend(fig, styles, {s: f"{s} ({r['method']})" for s, r in done.items()})
     fig.suptitle("accuracy against size per stage")
-    fig.tight_layout()
     plt.close(fig)  # the dataset saves it; keep pyplot's registry empty
     return fig
+
+
+def _varies(rows: dict[str, dict[str, Any]], key: str) -> bool:
+    """Whether the stages that have ``key`` hold more than one value of it."""
+    return len({row[key] for row in rows.values() if row.get(key) is not None}) > 1
 
 
 def _pyplot() -> Any:
@@ -312,42 +317,62 @@ def _pyplot() -> Any:
 
 
 def latency_figure(document: dict[str, Any]) -> Any:
-    """Batch-1 latency per stage (median bar, p95 whisker) beside large-batch throughput."""
+    """Batch-1 latency per stage (median bar, p95 whisker) beside large-batch throughput (a panel
+    only where the stages measured it)."""
     plt = _pyplot()
     done = {s: r for s, r in document.items() if r.get("status") in ("done", "exported")}
     throughput = _throughput_key(list(done.values()))
-    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
-    stages = list(done)
+    fig, axes = plt.subplots(
+        1, 2 if throughput else 1, figsize=(11 if throughput else 6, 4.2), layout="constrained", squeeze=False
+    )
+    lat, stages = axes[0][0], list(done)
     p50 = [float(done[s]["latency_b1_p50_ms"]) for s in stages]
     p95 = [float(done[s].get("latency_b1_p95_ms", done[s]["latency_b1_p50_ms"])) for s in stages]
     lat.bar(stages, p50, yerr=[[0] * len(stages), [b - a for a, b in zip(p50, p95, strict=True)]], capsize=4)
     lat.set_ylabel("latency at batch 1 (ms): median, whisker to p95")
     if throughput:
+        thr = axes[0][1]
         thr.bar(stages, [float(done[s].get(throughput, float("nan"))) for s in stages], color="tab:green")
         thr.set_ylabel(f"{throughput.replace('_sps', '')}: samples / s (median)")
-    for ax in (lat, thr):
+    for ax in axes[0]:
         ax.tick_params(axis="x", rotation=20)
     fig.suptitle("speed per stage (this machine's CPU)")
-    fig.tight_layout()
     plt.close(fig)
     return fig
 
 
 def sparsity_figure(document: dict[str, Any]) -> Any:
-    """Fraction of zero weights per layer, one group of bars per layer, one bar per stage."""
+    """Fraction of zero weights per layer, one group of bars per layer, one bar per stage.
+
+    Only layers with zero weights in some stage are drawn (a dense transformer would otherwise
+    bury its few pruned layers among dozens of empty groups); their names are slanted, anchored
+    at their group, and the figure widens with their number.
+    """
     plt = _pyplot()
+    from matplotlib.ticker import PercentFormatter
+
     done = {s: r.get("layer_sparsity") or {} for s, r in document.items() if r.get("status") == "done"}
-    layers = list(dict.fromkeys(name for per_layer in done.values() for name in per_layer))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(layers) + 3), 4.2))
+    every = dict.fromkeys(name for per_layer in done.values() for name in per_layer)
+    layers = [name for name in every if any(per_layer.get(name, 0.0) > 0 for per_layer in done.values())]
+    group = max(0.45, 0.15 * len(done))  # inches per layer
+    fig, ax = plt.subplots(figsize=(min(max(6.0, group * len(layers) + 3), 24), 4.6), layout="constrained")
     width = 0.8 / max(len(done), 1)
     for i, (stage, per_layer) in enumerate(done.items()):
-        xs = [j + i * width for j in range(len(layers))]
+        xs = [j - 0.4 + (i + 0.5) * width for j in range(len(layers))]
         ax.bar(xs, [per_layer.get(name, 0.0) for name in layers], width, label=stage)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers, rotation=20)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("zero weights")
-    ax.legend()
-    fig.suptitle("per-layer sparsity per stage")
-    fig.tight_layout()
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", rotation_mode="anchor")
+    top = max((v for per_layer in done.values() for v in per_layer.values()), default=0.0)
+    ax.set_ylim(0, min(1.0, max(0.05, 1.1 * top)))  # 1% sparsity stays visible beside 0%
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel("zero weights (share of the layer)")
+    if layers:
+        fig.legend(loc="outside right upper", fontsize=8)
+    else:
+        message = f"no zero weights in any of {len(every)} layers"
+        ax.text(0.5, 0.5, message, ha="center", transform=ax.transAxes)
+    hidden = len(every) - len(layers)
+    fig.suptitle(
+        "per-layer sparsity per stage" + (f" ({hidden} layers without zeros left out)" if hidden else "")
+    )
     plt.close(fig)
     return fig
