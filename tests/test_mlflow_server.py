@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from shrinkflow.core import artifact
@@ -146,3 +147,35 @@ def test_the_logged_final_model_loads_from_the_server_and_predicts_like_the_arti
             served.unwrap_python_model().predict(None, np.zeros((2, 64), dtype=np.float32))
         empty = served.predict(np.zeros((0, 1, 8, 8), dtype=np.float32))
         assert empty.shape == (0, test.num_classes)
+
+
+def test_each_training_stage_logs_one_point_per_epoch_and_compare_draws_them(server: str, two_runs, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=server)
+    experiment = client.get_experiment_by_name("shrinkflow")
+    for run in client.search_runs([experiment.experiment_id]):
+        project = two_runs[run.info.run_name]
+        for model, stage in (("teacher", "train_teacher"), ("pruned", "prune"), ("distilled", "distill")):
+            local = pd.read_csv(project / f"data/08_reporting/history/{stage}.csv")  # DVC's plot file
+            assert len(local) >= 2, (stage, local)
+            for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+                points = sorted(
+                    (p.step, p.value) for p in client.get_metric_history(run.info.run_id, f"{model}.{key}")
+                )
+                assert [step for step, _ in points] == local["step"].tolist(), (model, key)
+                np.testing.assert_allclose([v for _, v in points], local[key], rtol=1e-6)
+    project = next(iter(two_runs.values()))
+    out = _run(
+        [
+            str(BIN / "kedro"),
+            "shrinkflow",
+            "compare",
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--curves",
+            str(tmp_path / "c.png"),
+        ],
+        project,
+        server,
+    ).stdout
+    assert f"curves: {tmp_path / 'c.png'} (2 of 2 run(s))" in out
+    assert tmp_path.joinpath("c.png").stat().st_size > 20_000
