@@ -5,7 +5,8 @@ logged-in `kedro run`; and the server's logins: no credentials, a wrong password
 The browser is headless Chromium from Debian (`apt-get install chromium`; `.ci/run` installs it
 when missing). Without it the browser tests are skipped, saying why. Pages load offline: every
 host but 127.0.0.1 resolves to nothing, so no fonts or analytics are fetched. The screenshots are
-kept in tests/artifacts/ (ignored by git; SHRINKFLOW_TEST_ARTIFACTS moves them).
+kept outside the working tree, in $TMPDIR/shrinkflow-test-artifacts/ (SHRINKFLOW_TEST_ARTIFACTS moves
+them; each test prints the paths it wrote).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import pkgutil
 import shutil
 import subprocess
+import tempfile
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from mlflow.server import get_app_client
 import shrinkflow.pipelines
 from shrinkflow.tracking import TrackingAccessError, server_access
 from tests._servers import ADMIN, BIN, logged_in, mlflow_server, static_site
-from tests.test_kedro_run import FAST_EVAL, ROOT, make_project
+from tests.test_kedro_run import FAST_EVAL, make_project
 
 ANN, BOB = ("ann", "ann-password-1"), ("bob", "bob-password-1")
 EPOCHS = 3
@@ -66,7 +68,8 @@ def browser() -> str:
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
-    folder = Path(os.environ.get("SHRINKFLOW_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
+    default = Path(tempfile.gettempdir()) / "shrinkflow-test-artifacts"
+    folder = Path(os.environ.get("SHRINKFLOW_TEST_ARTIFACTS") or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

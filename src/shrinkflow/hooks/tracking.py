@@ -20,6 +20,7 @@ from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook, _flatten_dict
 
 from shrinkflow import __version__, plugins
 from shrinkflow.core import distributed
+from shrinkflow.hooks.epochs import CURVES, EpochMetrics
 from shrinkflow.stages import MAKER, MODELS, DistillStage, PruneStage, QuantizeStage
 from shrinkflow.tracking import server_access
 
@@ -31,10 +32,6 @@ FINAL_MODEL = "quantized_model"
 GATES = "quality_gates"
 TEACHER_RECORD = "train_teacher_record"
 FAMILY_OF_RECORD = {f"{s.KEY}_record": s.FAMILY for s in (PruneStage, DistillStage, QuantizeStage)}
-#: training nodes and the model their per-epoch curves are named after (``pruned.val_accuracy``)
-CURVES = {node: model for model, node in MAKER.items()}
-#: what an epoch logs
-EPOCH_FIELDS = ("loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
 
 
 def _plain(value: Any) -> Any:
@@ -199,7 +196,7 @@ class TrackingHook:
         elif node.name in CURVES:
             from shrinkflow.core import training
 
-            self._listening.enter_context(training.listen(_EpochMetrics(CURVES[node.name])))
+            self._listening.enter_context(training.listen(EpochMetrics(CURVES[node.name])))
 
     @hook_impl
     def after_node_run(self, node: Any) -> None:
@@ -328,29 +325,6 @@ class TrackingHook:
         if new:
             mlflow.log_metrics(new)
             self._logged.update(new)
-
-
-class _EpochMetrics:
-    """Each epoch of a training node as MLflow step metrics, ``<model>.<field>`` at step ``n``, the
-    node's ``n``-th epoch (a node that trains several times, e.g. a gradual pruning schedule's
-    fine-tunes, continues the count): ``train_loss`` (``loss``: the objective trained, e.g. a
-    distillation loss), ``train_accuracy``, ``val_loss`` (cross-entropy) and ``val_accuracy`` on
-    the validation split, and ``lr``, the learning rate the epoch started with."""
-
-    def __init__(self, model: str) -> None:
-        self.model, self.step = model, 0
-
-    def __call__(self, _label: str, entry: Any) -> None:
-        import mlflow
-
-        self.step += 1
-        values = {name: getattr(entry, name, None) for name in EPOCH_FIELDS}
-        metrics = {
-            f"{self.model}.{'train_loss' if k == 'loss' else k}": float(v)
-            for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        }
-        mlflow.log_metrics(metrics, step=self.step)
 
 
 def _gates_outcome() -> str | None:
