@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_kedro_run import FAST_EVAL, kedro, project_after_a_good_run, start
+from test_kedro_run import FAST_EVAL, kedro, start
 
 from shrinkflow.core import artifact
 
@@ -22,8 +22,9 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return project_after_a_good_run(tmp_path_factory.mktemp("interrupt"))
+def project(tmp_path_factory: pytest.TempPathFactory, copy_of_good_run) -> Path:
+    """A project after a good default run (a copy of the session's, tests/conftest.py)."""
+    return copy_of_good_run(tmp_path_factory.mktemp("interrupt"))
 
 
 def test_sigkill_during_a_model_save_keeps_the_previous_artifact_and_a_rerun_succeeds(project: Path):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from test_kedro_run import FAST_EVAL, kedro, metrics, project_after_a_good_run, start
+from test_kedro_run import FAST_EVAL, kedro, metrics, start
 
 #: for the tests of workers and storage: no ONNX export per trial (the runtime objectives are
 #: tested above), and one objective, as `--params` cannot give a list with commas
@@ -39,9 +39,10 @@ def load(storage: str, study: str) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy whose default run trained the teacher (the search's input)."""
-    return project_after_a_good_run(tmp_path_factory.mktemp("search"))
+def trained(good_run_template: Path) -> Path:
+    """A project whose default run trained the teacher (the search's input): the session's good run
+    (tests/conftest.py), which the tests only copy."""
+    return good_run_template
 
 
 def copy_of(trained: Path, dest: Path) -> Path:

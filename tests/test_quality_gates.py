@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_kedro_run import kedro, project_after_a_good_run
+from test_kedro_run import kedro
 
 
 def _hash(path: Path) -> str:
@@ -16,8 +16,9 @@ def _hash(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return project_after_a_good_run(tmp_path_factory.mktemp("gates"))
+def project(tmp_path_factory: pytest.TempPathFactory, copy_of_good_run) -> Path:
+    """A project after a good default run (a copy of the session's, tests/conftest.py)."""
+    return copy_of_good_run(tmp_path_factory.mktemp("gates"))
 
 
 def test_the_default_run_passes_every_gate_and_reports_them(project: Path):
