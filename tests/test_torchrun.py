@@ -80,8 +80,8 @@ def test_torchrun_trains_the_digits_teacher_with_one_writer(tmp_path):
     ddp, one, result = compare(tmp_path, "--params", "train_teacher.train.epochs=20")
     out = " ".join((result.stdout + result.stderr).split())
     assert "torchrun: rank 0 of 2 (gloo)" in out and "torchrun: rank 1 of 2 (gloo)" in out
-    # data: 3 splits + summary; train_teacher: the model and its record
-    assert "rank 1 keeps its 6 outputs in memory; rank 0 saves them" in out
+    # data: 3 splits + summary; train_teacher: the model, its record and its history file
+    assert "rank 1 keeps its 7 outputs in memory; rank 0 saves them" in out
     (run,) = runs(tmp_path / "ddp")  # one MLflow run, from rank 0
     assert run.info.status == "FINISHED" and run.data.params["train_teacher.train.epochs"] == "20"
     assert abs(ddp - one) <= 0.02 and ddp >= 0.95  # 360 test images: 2 points is about 2 sigma
