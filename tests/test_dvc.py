@@ -17,7 +17,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from test_kedro_run import SERVER_VARIABLE, fork_server, shim
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -26,26 +25,8 @@ MODELS = ("teacher", "pruned", "distilled", "quantized")
 NEEDED = ("pyproject.toml", "dvc.yaml", ".dvcignore", ".gitignore", ".dvc/", "conf/", "src/", "data/")
 
 
-#: (folder of the `kedro` shim, fork server socket), set for the module by ``_kedro_shim``
-_KEDRO: list[tuple[Path, str]] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _kedro_shim(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The stages' `kedro run --pipelines <stage>` find test_kedro_run's ``kedro`` shim first on
-    PATH: each runs in a child of this process's fork server, the console script after its imports
-    (a stage's command took 7-13 s, 5 of them imports)."""
-    _KEDRO.append((shim(tmp_path_factory.mktemp("shim")), fork_server()))
-    yield
-    _KEDRO.clear()
-
-
 def _env() -> dict[str, str]:
-    path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
-    env = {**os.environ, "PATH": path, "COLUMNS": "400"}
-    if _KEDRO:
-        folder, server = _KEDRO[-1]
-        env.update(PATH=f"{folder}{os.pathsep}{path}", **{SERVER_VARIABLE: server})
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "400"}
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own mlflow.db
     return env
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -12,8 +11,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -63,21 +62,33 @@ def _env() -> dict[str, str]:
 
 
 def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """`kedro run ARGS` in ``project``: the CLI's ``main()`` in a child of the fork server (see
-    ``_SERVER``), or the console script itself where the environment is not the server's."""
-    argv, env = [KEDRO, "run", *args], _env()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        with open(os.devnull) as stdin:
-            fds = (stdin.fileno(), out.fileno(), err.fileno())
-            reply = _request(fork_server(), argv, str(project), env, fds, timeout)
-        if "returncode" not in reply:
-            return console_script(project, *args, timeout=timeout)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if reply["returncode"] == -signal.SIGALRM:
+    """`kedro run ARGS` in ``project``: the CLI's ``main()`` in a process forked from ``_FORKSERVER``
+    (see there), or the console script itself where the environment is not the fork server's."""
+    env = _env()
+    server = _fork_server(env)
+    if server is None:
+        return console_script(project, *args, timeout=timeout)
+    argv = [KEDRO, "run", *args]
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        request = {
+            "cwd": str(project),
+            "argv": argv,
+            "env": env,
+            "stdout": str(out),
+            "stderr": str(err),
+            "timeout": timeout,
+        }
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        reply = server.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the kedro fork server stopped: {Path(server.args[-1]).read_text()[-3000:]}")
+        returncode = json.loads(reply)["returncode"]
+        stdout, stderr = out.read_text(), err.read_text()
+    if returncode == -signal.SIGALRM:
         raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
-    return subprocess.CompletedProcess(argv, reply["returncode"], stdout, stderr)
+    return subprocess.CompletedProcess(argv, returncode, stdout, stderr)
 
 
 def console_script(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -89,84 +100,46 @@ def console_script(project: Path, *args: str, timeout: int = 600) -> subprocess.
 
 #: A process that imports what the `kedro` console script imports before it reads its arguments
 #: (Kedro's CLI and, through the project's settings, the hooks with torch and MLflow: about 5 s of
-#: the 7 s a refused `kedro run` takes), then, for each request on its socket, forks a child that
-#: is that console script after its imports: ``kedro.framework.cli.main()`` with the request's argv,
-#: directory, environment and stdin, stdout and stderr (file descriptors passed over the socket),
-#: an uncaught exception and the exit status as the interpreter gives them. It refuses a request
-#: whose environment differs from its own but for variables set per command (what DVC and a shell
-#: set, PATH, pytest's PYTEST_CURRENT_TEST): the client then runs the console script. It serves
-#: ``kedro`` and, through a ``kedro`` executable first on PATH (``shim``), `dvc repro` and
-#: `dvc exp run` in tests/test_dvc.py. ``project_after_a_good_run`` (the default runs of
-#: test_kedro_run and of tests/conftest.py), ``start`` and the torchrun, notebook and MLflow server
-#: tests run the console script itself. It ends when the test process does (its stdin closes).
-_SERVER = r"""
-import json, os, select, signal, socket, sys
+#: the 7 s a refused `kedro run` takes), then, for each request, forks a child that is that
+#: console script after its imports: ``kedro.framework.cli.main()`` with the request's argv, in its
+#: directory, stdout and stderr to its files, an uncaught exception and the exit status as the
+#: interpreter gives them. The environment is the server's but for pytest's PYTEST_CURRENT_TEST
+#: (``kedro`` falls back to the console script for another). ``project_after_a_good_run`` (the
+#: default runs of test_kedro_run and of tests/conftest.py), ``start`` and the DVC, torchrun,
+#: notebook and MLflow server tests run the console script itself.
+_FORKSERVER = r"""
+import json, os, signal, sys
 
 sys.path[0] = os.path.dirname(sys.argv[1])  # the console script's directory, as `kedro` has it
-listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-listener.bind(sys.argv[2])
-listener.listen(8)
+replies = os.fdopen(os.dup(1), "w")
 devnull = os.open(os.devnull, os.O_RDWR)
 os.dup2(devnull, 1)  # what the imports print (Kedro's logging set-up) is not a command's output
-START_ENV = dict(os.environ)
 
 import kedro.framework.cli
 import shrinkflow.settings
 
-SET_BY_IMPORTS = {k: v for k, v in os.environ.items() if START_ENV.get(k) != v}  # e.g. torch's KMP_*
-PER_COMMAND = {"PATH", "PWD", "OLDPWD", "SHLVL", "_", "PYTEST_CURRENT_TEST", sys.argv[3]}
-
-
-def differs(env):
-    keys = START_ENV.keys() | env.keys()
-    return sorted(
-        k for k in keys
-        if START_ENV.get(k) != env.get(k) and k not in PER_COMMAND and not k.startswith("DVC_")
-    )
-
-
-def reply(conn, answer):
-    try:
-        conn.send(json.dumps(answer).encode())
-    except OSError:
-        pass  # the client is gone
-    conn.close()
-
 
 def serve():
-    while True:
-        ready, _, _ = select.select([listener, sys.stdin], [], [])
-        if sys.stdin in ready:  # end of file: the test process ended
-            return False
-        conn, _ = listener.accept()
-        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-        request = json.loads(message)
-        if differs(request["env"]):
-            for fd in fds:
-                os.close(fd)
-            print("refused", request["argv"], differs(request["env"]), file=sys.stderr, flush=True)
-            reply(conn, {"refused": differs(request["env"])})
-            continue
+    for line in sys.stdin:
+        request = json.loads(line)
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            listener.close()
-            conn.close()
-            for target, fd in enumerate(fds):
-                os.dup2(fd, target)
-                os.close(fd)
+            replies.close()
+            os.dup2(devnull, 0)
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
             os.chdir(request["cwd"])
             os.environ.clear()
-            os.environ.update({**request["env"], **SET_BY_IMPORTS})
+            os.environ.update(request["env"])
             sys.argv = request["argv"]
-            if request["timeout"]:
-                signal.alarm(request["timeout"])  # SIGALRM's default action ends the command
+            signal.alarm(request["timeout"])  # SIGALRM's default action ends the command
             return True
-        for fd in fds:
-            os.close(fd)
         _, status = os.waitpid(pid, 0)
-        reply(conn, {"returncode": os.waitstatus_to_exitcode(status)})
+        replies.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        replies.flush()
+    return False
 
 
 if serve():
@@ -174,74 +147,30 @@ if serve():
 
     sys.exit(main())
 """
-#: the environment variable that names the fork server's socket (for ``shim``)
-SERVER_VARIABLE = "SHRINKFLOW_TEST_KEDRO_SERVER"
-_servers: dict[int, tuple[subprocess.Popen[bytes], str]] = {}
+_servers: dict[str, Any] = {}
 
 
-def fork_server() -> str:
-    """The socket of this process's fork server, started with its environment on first use."""
-    if os.getpid() in _servers and _servers[os.getpid()][0].poll() is None:
-        return _servers[os.getpid()][1]
-    folder = tempfile.mkdtemp(prefix="kedro-fork-server-")
-    socket_path, log = f"{folder}/socket", Path(folder, "server.log")
-    server = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, KEDRO, socket_path, SERVER_VARIABLE],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-        env=_env(),
-    )
-    atexit.register(_stop, server, folder)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(socket_path):
-        assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.01)
-    _servers[os.getpid()] = (server, socket_path)
-    return socket_path
+def _fork_server(env: dict[str, str]) -> subprocess.Popen[str] | None:
+    """This process's fork server, started on first use with ``env``; None for another ``env``."""
+    server = _servers.get("server")
+    if server is None or server.poll() is not None:
+        log = Path(tempfile.mkstemp(prefix="kedro-fork-server-", suffix=".log")[1])
+        server = subprocess.Popen(
+            [sys.executable, "-c", _FORKSERVER, KEDRO, str(log)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("w"),
+            text=True,
+            env=env,
+        )
+        _servers.update(server=server, env=_imported_env(env))
+        atexit.register(server.stdin.close)
+    return server if _servers["env"] == _imported_env(env) else None
 
 
-def _stop(server: subprocess.Popen[bytes], folder: str) -> None:
-    server.stdin.close()  # the server's end of file
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _request(server: str, argv: list[str], cwd: str, env: dict[str, str], fds: tuple, timeout) -> dict:
-    """Asks the fork server at ``server`` to run ``argv``: {"returncode": ...} or {"refused": ...}."""
-    import json
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
-        conn.connect(server)
-        request = {"argv": argv, "cwd": cwd, "env": env, "timeout": timeout}
-        socket.send_fds(conn, [json.dumps(request).encode()], list(fds))
-        answer = conn.recv(1 << 16)
-    return json.loads(answer) if answer else {"refused": "the fork server ended"}
-
-
-def shim(folder: Path) -> Path:
-    """``folder`` with a ``kedro`` executable that runs its command in the fork server named by
-    SERVER_VARIABLE (else, or if it refuses, execs the console script): put it first on PATH."""
-    code = f"""#!{sys.executable}
-import os, sys
-
-{inspect.getsource(_request)}
-
-argv = [{KEDRO!r}, *sys.argv[1:]]
-server = os.environ.get({SERVER_VARIABLE!r})
-answer = _request(server, argv, os.getcwd(), dict(os.environ), (0, 1, 2), None) if server else {{}}
-if "returncode" not in answer:
-    os.execv(argv[0], argv)
-sys.exit(answer["returncode"] if answer["returncode"] >= 0 else 128 - answer["returncode"])
-"""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kedro").write_text(code)
-    (folder / "kedro").chmod(0o755)
-    return folder
+def _imported_env(env: dict[str, str]) -> str:
+    """``env`` but for what no import reads (pytest's name of the running test, which the child sets)."""
+    return json.dumps({k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}, sort_keys=True)
 
 
 def start(project: Path, *args: str) -> subprocess.Popen[str]:
