@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -57,120 +53,11 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "COLUMNS": "400", "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true"}
-
-
-def kedro(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """`kedro run ARGS` in ``project``: the CLI's ``main()`` in a process forked from ``_FORKSERVER``
-    (see there), or the console script itself where the environment is not the fork server's."""
-    env = _env()
-    server = _fork_server(env)
-    if server is None:
-        return console_script(project, *args, timeout=timeout)
-    argv = [KEDRO, "run", *args]
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
-        request = {
-            "cwd": str(project),
-            "argv": argv,
-            "env": env,
-            "stdout": str(out),
-            "stderr": str(err),
-            "timeout": timeout,
-        }
-        server.stdin.write(json.dumps(request) + "\n")
-        server.stdin.flush()
-        reply = server.stdout.readline()
-        if not reply:
-            raise RuntimeError(f"the kedro fork server stopped: {Path(server.args[-1]).read_text()[-3000:]}")
-        returncode = json.loads(reply)["returncode"]
-        stdout, stderr = out.read_text(), err.read_text()
-    if returncode == -signal.SIGALRM:
-        raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
-    return subprocess.CompletedProcess(argv, returncode, stdout, stderr)
-
-
-def console_script(project: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """`kedro run ARGS` in ``project``, through the ``kedro`` console script in a new interpreter."""
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "400", "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "true"}
     return subprocess.run(
-        [KEDRO, "run", *args], cwd=project, env=_env(), capture_output=True, text=True, timeout=timeout
+        [KEDRO, "run", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
     )
-
-
-#: A process that imports what the `kedro` console script imports before it reads its arguments
-#: (Kedro's CLI and, through the project's settings, the hooks with torch and MLflow: about 5 s of
-#: the 7 s a refused `kedro run` takes), then, for each request, forks a child that is that
-#: console script after its imports: ``kedro.framework.cli.main()`` with the request's argv, in its
-#: directory, stdout and stderr to its files, an uncaught exception and the exit status as the
-#: interpreter gives them. The environment is the server's but for pytest's PYTEST_CURRENT_TEST
-#: (``kedro`` falls back to the console script for another). ``project_after_a_good_run`` (the
-#: default runs of test_kedro_run and of tests/conftest.py), ``start`` and the DVC, torchrun,
-#: notebook and MLflow server tests run the console script itself.
-_FORKSERVER = r"""
-import json, os, signal, sys
-
-sys.path[0] = os.path.dirname(sys.argv[1])  # the console script's directory, as `kedro` has it
-replies = os.fdopen(os.dup(1), "w")
-devnull = os.open(os.devnull, os.O_RDWR)
-os.dup2(devnull, 1)  # what the imports print (Kedro's logging set-up) is not a command's output
-
-import kedro.framework.cli
-import shrinkflow.settings
-
-
-def serve():
-    for line in sys.stdin:
-        request = json.loads(line)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            replies.close()
-            os.dup2(devnull, 0)
-            for fd, name in ((1, "stdout"), (2, "stderr")):
-                os.dup2(os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-            os.chdir(request["cwd"])
-            os.environ.clear()
-            os.environ.update(request["env"])
-            sys.argv = request["argv"]
-            signal.alarm(request["timeout"])  # SIGALRM's default action ends the command
-            return True
-        _, status = os.waitpid(pid, 0)
-        replies.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
-        replies.flush()
-    return False
-
-
-if serve():
-    from kedro.framework.cli import main
-
-    sys.exit(main())
-"""
-_servers: dict[str, Any] = {}
-
-
-def _fork_server(env: dict[str, str]) -> subprocess.Popen[str] | None:
-    """This process's fork server, started on first use with ``env``; None for another ``env``."""
-    server = _servers.get("server")
-    if server is None or server.poll() is not None:
-        log = Path(tempfile.mkstemp(prefix="kedro-fork-server-", suffix=".log")[1])
-        server = subprocess.Popen(
-            [sys.executable, "-c", _FORKSERVER, KEDRO, str(log)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log.open("w"),
-            text=True,
-            env=env,
-        )
-        _servers.update(server=server, env=_imported_env(env))
-        atexit.register(server.stdin.close)
-    return server if _servers["env"] == _imported_env(env) else None
-
-
-def _imported_env(env: dict[str, str]) -> str:
-    """``env`` but for what no import reads (pytest's name of the running test, which the child sets)."""
-    return json.dumps({k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}, sort_keys=True)
 
 
 def start(project: Path, *args: str) -> subprocess.Popen[str]:
@@ -190,7 +77,7 @@ def start(project: Path, *args: str) -> subprocess.Popen[str]:
 def project_after_a_good_run(dest: Path) -> Path:
     """A project copy in which the default digits run has completed (fast timing)."""
     project = make_project(dest)
-    result = console_script(project, "--params", FAST_EVAL)
+    result = kedro(project, "--params", FAST_EVAL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return project
 
