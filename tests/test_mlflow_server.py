@@ -26,6 +26,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield uri
 
 
+COMPARE = [str(BIN / "kedro"), "shrinkflow", "compare"]
+
+
 def _run(cmd: list[str], project: Path, uri: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "COLUMNS": "400"}
     result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=600)
@@ -87,9 +90,7 @@ def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_pl
     project = next(iter(two_runs.values()))
     out = _run(
         [
-            str(BIN / "kedro"),
-            "shrinkflow",
-            "compare",
+            *COMPARE,
             "--metrics",
             "accuracy,packed_bytes",
             "--plot",
@@ -112,9 +113,7 @@ def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_pl
     # a tag filter narrows the list to one run
     one = _run(
         [
-            str(BIN / "kedro"),
-            "shrinkflow",
-            "compare",
+            *COMPARE,
             "--tag",
             "method.quantize=half",
             "--plot",
@@ -166,9 +165,7 @@ def test_each_training_stage_logs_one_point_per_epoch_and_compare_draws_them(ser
     project = next(iter(two_runs.values()))
     out = _run(
         [
-            str(BIN / "kedro"),
-            "shrinkflow",
-            "compare",
+            *COMPARE,
             "--plot",
             str(tmp_path / "p.png"),
             "--curves",
