@@ -133,6 +133,18 @@ def test_plots_show_draws_the_training_curves_of_every_stage_that_trained(repo: 
                 assert [(int(v["step"]), float(v[y])) for v in drawn] == [
                     (int(r["step"]), float(r[field])) for r in rows
                 ], (title, stage, field)
+    # the report's scatter uses the project's template (.dvc/plots/accuracy_vs_size.json): a log size
+    # axis, an accuracy axis that is not pinned to 0, and every stage's point labelled by its name
+    scatter = data["data/08_reporting/report.csv"][0]["content"]
+    assert scatter["title"]["text"] == "test accuracy against packed size per stage"
+    assert scatter["encoding"]["x"]["field"] == "packed_bytes"
+    assert scatter["encoding"]["x"]["scale"] == {"type": "log", "zero": False}
+    assert (
+        scatter["encoding"]["y"]["field"] == "accuracy" and scatter["encoding"]["y"]["scale"]["zero"] is False
+    )
+    labels = [layer for layer in scatter["layer"] if layer["mark"]["type"] == "text"]
+    assert labels and all(layer["encoding"]["text"]["field"] == "stage" for layer in labels)
+    assert {v["stage"] for v in scatter["data"]["values"]} == set(MODELS)
     # the HTML page DVC writes carries the three plots
     sh(repo["path"], "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     page = (tmp_path / "plots/index.html").read_text()
