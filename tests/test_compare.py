@@ -9,7 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shrinkflow.compare import by_stage, load_runs, pareto_figure, pareto_front, plot_pareto, stage_points
+from shrinkflow.compare import (
+    by_stage,
+    load_runs,
+    one_dataset,
+    pareto_figure,
+    pareto_front,
+    plot_pareto,
+    stage_points,
+)
 
 
 def brute_force(size: list[float], acc: list[float]) -> list[bool]:
@@ -110,7 +118,7 @@ def test_load_runs_keeps_complete_runs_counts_skipped_stages_and_pages_past_part
         client.set_terminated(r.info.run_id)
         return r.info.run_id
 
-    run("old-full", full, t=0)
+    run("old-full", full, {"dataset": "digits"}, t=0)
     no_prune = {k: v for k, v in full.items() if not k.startswith("pruned.")}
     run("skipped-prune", no_prune, {"method.prune": "none"}, t=1)
     for i in range(3):  # newer single-stage runs, as `dvc repro` makes
@@ -118,6 +126,7 @@ def test_load_runs_keeps_complete_runs_counts_skipped_stages_and_pages_past_part
     runs = load_runs(uri, metrics=["accuracy", "packed_bytes"], max_runs=2)
     assert list(runs["run_name"]) == ["skipped-prune", "old-full"]
     assert pd.isna(runs.loc[0, "pruned.accuracy"]) and runs.loc[1, "quantized.packed_bytes"] == 1000.0
+    assert pd.isna(runs.loc[0, "dataset"]) and runs.loc[1, "dataset"] == "digits"  # the `dataset` tag
     partial = load_runs(uri, max_runs=10, partial=True)
     assert len(partial) == 5
     assert list(load_runs(uri, tags={"method.prune": "none"})["run_name"]) == ["skipped-prune"]
@@ -188,3 +197,19 @@ def test_compare_plot_of_one_run_names_stages_by_marker_only():
     assert len(ax.texts) == 0  # one run: its name on every point would say nothing
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
     assert labels == ["30 kB", "100 kB", "300 kB", "1 MB"]
+
+
+def test_one_dataset_keeps_the_newest_runs_data_set_and_names_the_others():
+    runs = pd.concat([runs_frame(), runs_frame()], ignore_index=True)
+    runs["dataset"] = ["mnist", "digits", "mnist", None]
+    kept, note = one_dataset(runs)
+    assert list(kept.index) == [0, 1] and list(kept["dataset"]) == ["mnist", "mnist"]
+    assert note == (
+        "the runs are on 3 data sets; comparing the 2 on 'mnist' (the newest run's) and leaving out "
+        "'digits' (1), 'unknown' (1): accuracies on different data sets are not comparable. "
+        "--tag dataset=NAME picks one."
+    )
+    # one data set, or none recorded at all: everything is kept, nothing to say
+    same = runs.assign(dataset="mnist")
+    assert one_dataset(same)[0].equals(same) and one_dataset(same)[1] is None
+    assert one_dataset(runs_frame())[1] is None

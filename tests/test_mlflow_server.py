@@ -123,6 +123,26 @@ def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_pl
         server,
     ).stdout
     assert "1 run(s)" in one and "magnitude+soft_kd+half" in one
+    # a newer run on another data set is not ranked against the digits runs: the comparison keeps to
+    # the newest run's data set, says so, and --tag dataset=... picks the other
+    client = mlflow.MlflowClient(tracking_uri=server)
+    experiment = client.get_experiment_by_name("shrinkflow").experiment_id
+    other = client.create_run(experiment, run_name="on-mnist", tags={"dataset": "mnist"}).info.run_id
+    try:
+        for stage in ("teacher", "pruned", "distilled", "quantized"):
+            client.log_metric(other, f"{stage}.accuracy", 0.99)
+            client.log_metric(other, f"{stage}.packed_bytes", 10.0)
+        client.set_terminated(other)
+        mixed = _run([*COMPARE, "--plot", str(tmp_path / "p3.png")], project, server).stdout
+        assert "comparing the 1 on 'mnist' (the newest run's) and leaving out 'digits' (2)" in mixed
+        assert "1 run(s) of experiment 'shrinkflow' on 'mnist'" in mixed and "magnitude+" not in mixed
+        digits = _run(
+            [*COMPARE, "--tag", "dataset=digits", "--plot", str(tmp_path / "p4.png")], project, server
+        )
+        assert "2 run(s) of experiment 'shrinkflow' on 'digits'" in digits.stdout
+        assert "on-mnist" not in digits.stdout and "note:" not in digits.stdout
+    finally:
+        client.delete_run(other)
 
 
 def test_the_logged_final_model_loads_from_the_server_and_predicts_like_the_artifact(

@@ -140,8 +140,12 @@ def compare(
         raise click.ClickException(
             f"no evaluated runs in experiment {experiment!r} at {uri} matching the filter"
         )
+    runs, note = cmp.one_dataset(runs)
+    if note:
+        click.echo(f"note: {note}\n")
     points = cmp.stage_points(runs, size_metric, stage_names)
-    click.echo(f"{len(runs)} run(s) of experiment {experiment!r} at {uri}\n")
+    on = f" on {runs['dataset'].iloc[0]!r}" if runs["dataset"].notna().iloc[0] else ""
+    click.echo(f"{len(runs)} run(s) of experiment {experiment!r}{on} at {uri}\n")
     table = cmp.by_stage(runs, metric_names, stage_names).astype(object).fillna("")
     click.echo(table.to_markdown(index=False, floatfmt=".4g"))
     front = points[points["pareto"]].sort_values("size")

@@ -23,6 +23,7 @@ __all__ = [
     "by_stage",
     "draw_pareto",
     "load_runs",
+    "one_dataset",
     "pareto_figure",
     "pareto_front",
     "pareto_legend",
@@ -47,7 +48,8 @@ def load_runs(
     A full ``kedro run`` and the ``report`` stage of ``dvc repro`` evaluate every stage; the
     per-stage DVC runs (``evaluate@pruned``...) only their own, and are left out unless ``partial``.
 
-    Columns: run id, name, user, start time, DVC experiment, git commit, then ``<stage>.<metric>``
+    Columns: run id, name, user, start time, DVC experiment, git commit, data set (the ``dataset``
+    tag: the data-set plugin's name; None on runs that predate it), then ``<stage>.<metric>``
     for every requested stage and metric (NaN where a run did not evaluate that stage). ``tags``
     adds ``tags.<key> = '<value>'`` clauses to MLflow's ``filter_string``.
     """
@@ -83,11 +85,33 @@ def load_runs(
             "start_time": pd.Timestamp(run.info.start_time, unit="ms"),
             "dvc_exp": run.data.tags.get("DVC_EXP_NAME"),
             "git_commit": (run.data.tags.get("mlflow.source.git.commit") or "")[:10] or None,
+            "dataset": run.data.tags.get("dataset"),
         }
         row.update({key: values.get(key) for key in wanted})
         rows.append(row)
-    columns = ["run_id", "run_name", "user", "start_time", "dvc_exp", "git_commit", *wanted]
+    columns = ["run_id", "run_name", "user", "start_time", "dvc_exp", "git_commit", "dataset", *wanted]
     return pd.DataFrame(rows, columns=columns)
+
+
+def one_dataset(runs: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The runs on the first (newest) run's data set, and a note naming the others if there are any.
+
+    Accuracies measured on different data sets are not comparable, and a Pareto front across them
+    would rank a digits model above an MNIST one; so a comparison keeps to one data set, and the
+    note says how to pick another (``--tag dataset=NAME``).
+    """
+    names = runs["dataset"].fillna("unknown") if "dataset" in runs else pd.Series("unknown", runs.index)
+    if names.nunique() <= 1:
+        return runs, None
+    keep = names.iloc[0]
+    counts = names.value_counts()
+    others = ", ".join(f"{n!r} ({c})" for n, c in counts.items() if n != keep)
+    note = (
+        f"the runs are on {counts.size} data sets; comparing the {counts[keep]} on {keep!r} (the newest "
+        f"run's) and leaving out {others}: accuracies on different data sets are not comparable. "
+        "--tag dataset=NAME picks one."
+    )
+    return runs[names == keep].reset_index(drop=True), note
 
 
 def _search(client: Any, experiment_id: str, filter_string: str) -> Any:
