@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_kedro_run import FAST_EVAL, NO_GATE, STAGES, kedro, make_project, metrics
 
@@ -34,6 +35,9 @@ RECIPES = [
     ("magnitude", "combined_kd", "weight_sharing"),
 ]
 
+
+#: quantizers that train (with quantize.finetune): one curve point per epoch
+FINE_TUNED = {"qat", "weight_sharing", "binarize"}
 
 #: methods for transformers only: their check refuses the default MLP; tests/test_kedro_text.py runs
 #: heads and hidden_kd through the sst2 DAG, tests/test_plugins.py applies all three to a transformer
@@ -77,6 +81,15 @@ def test_a_recipe_runs_end_to_end_and_its_artifacts_reload(tmp_path: Path, prune
         row = document[stage]
         assert row["status"] == "done" and row["accuracy"] >= 0.5, (stage, row["accuracy"])
         assert row["packed_bytes"] <= row["artifact_bytes"] * 1.05
+    # every training stage leaves its per-epoch curve (DVC's plot file); post-training quantizers none
+    history = project / "data/08_reporting/history"
+    rows = {f.stem: pd.read_csv(f) for f in history.glob("*.csv")}
+    assert len(rows["train_teacher"]) == 8 and len(rows["distill"]) == 2
+    assert len(rows["prune"]) >= 2  # a gradual schedule fine-tunes after each of its steps
+    assert len(rows["quantize"]) == (1 if quantizer in FINE_TUNED else 0)
+    for table in rows.values():
+        assert table["val_accuracy"].between(0, 1).all() and (table["lr"] >= 0).all()
+        assert list(table["step"]) == list(range(1, len(table) + 1))
     # every artifact reloads in a new process and scores what was measured (the file is what ran)
     assert reloaded_accuracy(project) == {stage: document[stage]["accuracy"] for stage in STAGES}
 
