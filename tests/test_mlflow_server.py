@@ -141,6 +141,16 @@ def test_compare_lists_both_runs_with_per_stage_metrics_and_writes_the_pareto_pl
         )
         assert "2 run(s) of experiment 'shrinkflow' on 'digits'" in digits.stdout
         assert "on-mnist" not in digits.stdout and "note:" not in digits.stdout
+        # a data set no run was on: the error names the tag and what was expected
+        env = {**os.environ, "MLFLOW_TRACKING_URI": server, "COLUMNS": "400"}
+        none = subprocess.run(
+            [*COMPARE, "--tag", "dataset=cifar10"], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert none.returncode != 0
+        assert (
+            f"no runs in experiment 'shrinkflow' at {server} matching --tag dataset=cifar10: expected runs "
+            "that evaluated every one of the stages teacher, pruned, distilled, quantized"
+        ) in " ".join(none.stderr.split())
     finally:
         client.delete_run(other)
 

@@ -137,8 +137,14 @@ def compare(
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     if runs.empty:
+        given = [f"--filter {filter_string!r}"] if filter_string else []
+        given += [f"--tag {t}" for t in tags]
         raise click.ClickException(
-            f"no evaluated runs in experiment {experiment!r} at {uri} matching the filter"
+            f"no runs in experiment {experiment!r} at {uri}"
+            + (f" matching {' '.join(given)}" if given else "")
+            + f": expected runs that evaluated {'some' if partial else 'every one'} of the stages "
+            + f"{', '.join(stage_names)}"
+            + ("" if partial else " (--partial also lists runs that evaluated only some)")
         )
     runs, note = cmp.one_dataset(runs)
     if note:
